@@ -1,0 +1,1 @@
+"""Backends lower IR graphs to something that runs: reference (numpy), torch, xla, triton."""

@@ -1,0 +1,161 @@
+"""Evaluate a Graph with each op's numpy reference implementation.
+
+An environment loop in the style of ``jax.core.eval_jaxpr``: values live in a dict keyed by
+Var and are dropped after their last use, so peak memory is the live set, not the whole graph.
+Symbolic dims are bound from the actual input shapes and checked for consistency.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ...ir import dims as D
+from ...ir.core import Eqn, Graph, Literal, Param, Var
+from ...ir.dtypes import round_to
+from ...ir.opdef import get_op
+from ...ir.errors import IRError
+
+
+class InterpreterError(IRError):
+    """An equation failed to evaluate; the message names the equation."""
+
+
+def bind_symbols(types, arrays, env: Optional[dict[str, int]] = None, what: str = "input") -> dict[str, int]:
+    """Solve symbol values from actual shapes (a bare symbol dim binds; any other dim must match)."""
+    env = dict(env or {})
+    for i, (t, a) in enumerate(zip(types, arrays)):
+        shape = np.shape(a)
+        if len(shape) != t.rank:
+            raise InterpreterError(f"{what} {i}: expected rank {t.rank} ({t}), got shape {shape}")
+        # bind plain symbols first so products like B*S can then be checked
+        for d, n in zip(t.shape, shape):
+            if isinstance(d, D.Sym) and len(d.terms) == 1 and d.terms[0][1] == 1 and len(d.terms[0][0]) == 1:
+                s = d.terms[0][0][0]
+                if env.setdefault(s, n) != n:
+                    raise InterpreterError(f"{what} {i}: symbol {s} is {env[s]} elsewhere but {n} here (shape {shape}, type {t})")
+        for d, n in zip(t.shape, shape):
+            try:
+                expect = D.evaluate(d, env)
+            except KeyError:
+                continue  # symbol only inside an expression; cannot solve it here
+            if expect != n:
+                raise InterpreterError(f"{what} {i}: dim {d} should be {expect}, got shape {shape} (type {t})")
+    return env
+
+
+def _resolve(v: Any, env: Mapping[str, int]) -> Any:
+    if isinstance(v, D.Sym):
+        return D.evaluate(v, env)
+    if isinstance(v, tuple):
+        return tuple(_resolve(x, env) for x in v)
+    return v
+
+
+def _last_uses(graph: Graph) -> dict[int, list[Var]]:
+    """eqn index -> the Vars whose last use is that equation (outputs are never freed)."""
+    last: dict[Var, int] = {}
+    for i, e in enumerate(graph.eqns):
+        for a in e.inputs:
+            if isinstance(a, Var):
+                last[a] = i
+        for r in e.regions:
+            for v in _free_vars(r):
+                last[v] = i
+    keep = {a for a in graph.outputs if isinstance(a, Var)}
+    out: dict[int, list[Var]] = {}
+    for v, i in last.items():
+        if v not in keep:
+            out.setdefault(i, []).append(v)
+    return out
+
+
+def _free_vars(g: Graph) -> set[Var]:
+    """Vars a region reads from its enclosing graph (closure captures)."""
+    defined = set(g.inputs)
+    free: set[Var] = set()
+    for e in g.eqns:
+        for a in e.inputs:
+            if isinstance(a, Var) and a not in defined:
+                free.add(a)
+        for r in e.regions:
+            free |= {v for v in _free_vars(r) if v not in defined}
+        defined.update(e.outputs)
+    free |= {a for a in g.outputs if isinstance(a, Var) and a not in defined}
+    return free
+
+
+def run_graph(
+    graph: Graph,
+    inputs: Sequence[Any],
+    weights: Optional[Mapping[str, Any]] = None,
+    *,
+    _outer: Optional[dict] = None,
+    _symbols: Optional[dict[str, int]] = None,
+) -> list[np.ndarray]:
+    """Run ``graph`` on numpy-convertible ``inputs``; returns the outputs as numpy arrays.
+
+    ``weights`` overrides/extends ``graph.weights`` (e.g. for a graph parsed from text).
+    """
+    if len(inputs) != len(graph.inputs):
+        raise InterpreterError(f"graph takes {len(graph.inputs)} inputs, got {len(inputs)}")
+    table = graph.weights if weights is None else {**graph.weights, **weights}
+    arrays = [round_to(v.type.dtype, np.asarray(x)) for v, x in zip(graph.inputs, inputs)]
+    syms = bind_symbols([v.type for v in graph.inputs], arrays, _symbols)
+    env: dict[Var, np.ndarray] = dict(_outer or {})
+    env.update(zip(graph.inputs, arrays))
+
+    def read(a):
+        if isinstance(a, Var):
+            return env[a]
+        if isinstance(a, Literal):
+            return np.asarray(a.value, dtype=a.type.dtype.np)
+        if isinstance(a, Param):
+            if a.name not in table:
+                raise InterpreterError(f"no value for param @{a.name}: pass weights= or load them into the graph")
+            return round_to(a.type.dtype, np.asarray(table[a.name]))
+        raise InterpreterError(f"bad atom {a!r}")
+
+    frees = _last_uses(graph)
+    for i, eqn in enumerate(graph.eqns):
+        try:
+            outs = _eval_eqn(eqn, [read(a) for a in eqn.inputs], syms, table, env)
+        except InterpreterError:
+            raise
+        except Exception as e:
+            raise InterpreterError(f"equation {i} failed: {_describe(eqn)}\n  {type(e).__name__}: {e}") from e
+        for v, val in zip(eqn.outputs, outs):
+            env[v] = val
+        for v in frees.get(i, ()):
+            env.pop(v, None)
+    return [read(a) for a in graph.outputs]
+
+
+def _eval_eqn(eqn: Eqn, args: list, syms: dict[str, int], table, env) -> list[np.ndarray]:
+    op = get_op(eqn.op)
+    if op.impl is None:
+        raise InterpreterError(f"op {eqn.op} has no reference implementation (it runs only on its own backend): {_describe(eqn)}")
+    attrs = {k: _resolve(v, syms) for k, v in eqn.attrs.items()}
+    if op.regions:
+        attrs["regions"] = eqn.regions
+        attrs["evaluate"] = lambda g, xs: run_graph(g, xs, table, _outer=env, _symbols=syms)
+    res = op.impl(*args, **attrs)
+    res = list(res) if isinstance(res, (tuple, list)) else [res]
+    if len(res) != len(eqn.outputs):
+        raise InterpreterError(f"{eqn.op} returned {len(res)} values for {len(eqn.outputs)} outputs")
+    out = []
+    for v, r in zip(eqn.outputs, res):
+        r = round_to(v.type.dtype, np.asarray(r))
+        syms.update(bind_symbols([v.type], [r], syms, what=f"output of {eqn.op}"))  # checks the shape
+        out.append(r)
+    return out
+
+
+def _describe(eqn: Eqn) -> str:
+    from ...ir.printer import format_eqn
+
+    try:
+        return format_eqn(eqn)
+    except Exception:  # never let error formatting hide the real error
+        return f"{eqn.op}(...)"

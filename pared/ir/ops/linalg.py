@@ -1,0 +1,91 @@
+"""Contractions: dot_general (matmul, batched matmul, attention) and convolution."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dims as D
+from .. import dtypes as DT
+from ..errors import TypeInferenceError
+from ..opdef import Cost, OpDef, attr, register
+from ..types import TensorType
+
+
+def _dot_dims(ts, attrs):
+    (lc, rc), (lb, rb) = attrs["contract"], attrs["batch"]
+    x, y = ts
+    for name, axes, t in (("lhs contract", lc, x), ("rhs contract", rc, y), ("lhs batch", lb, x), ("rhs batch", rb, y)):
+        for a in axes:
+            if not 0 <= a < t.rank:
+                raise TypeInferenceError(f"dot_general: {name} axis {a} out of range for {t.shape}")
+    if len(lc) != len(rc) or len(lb) != len(rb):
+        raise TypeInferenceError("dot_general: lhs and rhs need as many contract (and batch) axes")
+    if len(set(lc) | set(lb)) != len(lc) + len(lb) or len(set(rc) | set(rb)) != len(rc) + len(rb):
+        raise TypeInferenceError("dot_general: an axis is used twice")
+    for a, b in zip(lc, rc):
+        if x.shape[a] != y.shape[b]:
+            raise TypeInferenceError(f"dot_general: contracted dims differ: {x.shape[a]} vs {y.shape[b]}")
+    for a, b in zip(lb, rb):
+        if x.shape[a] != y.shape[b]:
+            raise TypeInferenceError(f"dot_general: batch dims differ: {x.shape[a]} vs {y.shape[b]}")
+    return lc, rc, lb, rb
+
+
+def _dot_infer(ts, attrs):
+    x, y = ts
+    lc, rc, lb, rb = _dot_dims(ts, attrs)
+    out_dtype = attrs["out_dtype"]
+    if out_dtype is None:
+        if x.dtype != y.dtype:
+            raise TypeInferenceError(f"dot_general: dtype mismatch {x.dtype} vs {y.dtype}; set out_dtype or cast")
+        out_dtype = x.dtype
+    batch = [x.shape[a] for a in lb]
+    lfree = [d for i, d in enumerate(x.shape) if i not in lc and i not in lb]
+    rfree = [d for i, d in enumerate(y.shape) if i not in rc and i not in rb]
+    return [TensorType(tuple(batch + lfree + rfree), out_dtype)]
+
+
+def _dot_impl(x, y, *, contract, batch, out_dtype):
+    """Reference dot_general: result dims are (batch..., lhs free..., rhs free...), like lax."""
+    (lc, rc), (lb, rb) = contract, batch
+    lfree = [i for i in range(x.ndim) if i not in lc and i not in lb]
+    rfree = [i for i in range(y.ndim) if i not in rc and i not in rb]
+    acc = np.int64 if x.dtype.kind in "iub" and y.dtype.kind in "iub" else np.float64
+    if x.dtype == np.float32 and y.dtype == np.float32 and out_dtype in (None, DT.f32):
+        acc = np.float32  # fp32 x fp32 accumulates in fp32, as every backend does
+    xt = np.transpose(x, [*lb, *lfree, *lc]).astype(acc, copy=False)
+    yt = np.transpose(y, [*rb, *rc, *rfree]).astype(acc, copy=False)
+    nb = len(lb)
+    bshape = xt.shape[:nb]
+    lf = xt.shape[nb : nb + len(lfree)]
+    rf = yt.shape[nb + len(rc) :]
+    k = int(np.prod(xt.shape[nb + len(lfree) :], dtype=np.int64))
+    x2 = xt.reshape(*bshape, int(np.prod(lf, dtype=np.int64)), k)
+    y2 = yt.reshape(*bshape, k, int(np.prod(rf, dtype=np.int64)))
+    return np.matmul(x2, y2).reshape(*bshape, *lf, *rf)
+
+
+def _dot_cost(ins, outs, attrs):
+    (lc, _), _ = attrs["contract"], attrs["batch"]
+    k = int(np.prod([ins[0].shape[a] for a in lc], dtype=np.int64)) if lc else 1
+    return Cost(2 * outs[0].numel * k, sum(t.nbytes for t in (*ins, *outs)))
+
+
+register(
+    OpDef(
+        "dot_general",
+        _dot_infer,
+        _dot_impl,
+        attrs={
+            "contract": attr("nested_ints"),
+            "batch": attr("nested_ints", ((), ())),
+            "out_dtype": attr("dtype", None),
+        },
+        arity=2,
+        cost=_dot_cost,
+        dtypes=(DT.f32, DT.f64, DT.f16, DT.bf16, DT.i8, DT.i32),
+        doc="Generalised contraction (lax.dot_general semantics). contract=((lhs axes),(rhs axes)), "
+        "batch likewise; output dims are batch, lhs free, rhs free. A linear layer y = x W^T is "
+        "dot_general(x, W){contract=((1,),(1,))}. out_dtype widens accumulation (i8 x i8 -> i32).",
+    )
+)
