@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from . import dtypes as DT
-from .core import Atom, Attrs, Eqn, Graph, Literal, Param, Var
+from .core import Atom, Eqn, Graph, Literal, Param, Var
 from .opdef import OPS, get_op
 from .types import TensorType, scalar, tensor
 
@@ -34,7 +34,8 @@ def literal(value: Union[int, float, bool], dtype="f32") -> Literal:
 class GraphBuilder:
     """Builds a Graph op by op: ``b.op("add", x, y)`` or ``b.add(x, y)``.
 
-    Python numbers among an op's inputs become Literals of the dtype of its first tensor input.
+    Python numbers among an op's inputs become Literals of the dtype of its first non-bool tensor
+    input (so ``where(cond, x, 0.5)`` gets x's dtype).
     """
 
     def __init__(self):
@@ -66,7 +67,8 @@ class GraphBuilder:
 
     def op(self, name: str, *inputs, regions: Sequence[Graph] = (), loc: str = "", **attrs):
         """Append ``name(*inputs, **attrs)``; returns its output Var (a tuple if several)."""
-        ref = next((x for x in inputs if isinstance(x, (Var, Param, Literal))), None)
+        tensors = [x for x in inputs if isinstance(x, (Var, Param, Literal))]
+        ref = next((x for x in tensors if x.type.dtype != DT.boolean), tensors[0] if tensors else None)
         dt = ref.type.dtype if ref is not None else DT.f32
         atoms = [x if isinstance(x, (Var, Param, Literal)) else literal(x, dt) for x in inputs]
         eqn = make_eqn(name, atoms, attrs, regions, loc)

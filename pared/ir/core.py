@@ -147,7 +147,7 @@ class Eqn:
     inputs: tuple[Atom, ...]
     attrs: Attrs
     outputs: tuple[Var, ...]
-    regions: tuple["Graph", ...] = ()
+    regions: tuple[Graph, ...] = ()
     loc: str = ""
 
     def __post_init__(self):

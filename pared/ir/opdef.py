@@ -12,7 +12,8 @@ import numpy as np
 
 from . import dims as D
 from .core import Attrs
-from .dtypes import ALL as ALL_DTYPES, DType
+from .dtypes import ALL as ALL_DTYPES
+from .dtypes import DType
 from .errors import AttrError, TypeInferenceError, UnknownOpError
 from .types import TensorType
 
@@ -226,7 +227,13 @@ def concrete(t: TensorType, env: Mapping[str, int], default_symbol: int = 1) -> 
 
 
 def eqn_cost(eqn, env: Mapping[str, int] = {}) -> Cost:  # noqa: B006 - read-only default
+    """Work of one equation; a region op adds the work of the equations inside its regions."""
     op = get_op(eqn.op)
     ins = [concrete(a.type, env) for a in eqn.inputs]
     outs = [concrete(v.type, env) for v in eqn.outputs]
-    return op.cost(ins, outs, eqn.attrs)
+    cost = op.cost(ins, outs, eqn.attrs)
+    for region in eqn.regions:
+        for inner in region.eqns:
+            c = eqn_cost(inner, env)
+            cost = Cost(cost.flops + c.flops, cost.bytes)  # inner values stay on chip: flops only
+    return cost

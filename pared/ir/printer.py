@@ -20,7 +20,7 @@ from typing import Any, Optional
 from . import dims as D
 from .core import Attrs, Eqn, Graph, Literal, Param, Var
 from .dtypes import DType
-from .types import Quant, Sparse, SparseQuant, TensorType
+from .types import SparseQuant, TensorType
 
 _BARE_PARAM = re.compile(r"[A-Za-z0-9_./\-]+")
 

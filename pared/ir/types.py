@@ -6,7 +6,8 @@ from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 from . import dims as D
-from .dtypes import DType, get as get_dtype
+from .dtypes import DType
+from .dtypes import get as get_dtype
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import numpy as np
 from hypothesis import strategies as st
 
 import pared.ir as I
-from pared.ir import dtypes as DT
 
 SYMS = ("B", "S", "T")
 NAMES = ("fc.weight", "layers.0.attn.q_proj.weight", "params/Dense_0/kernel", "emb", "odd name:[0]", 'quo"te')
@@ -46,6 +45,14 @@ def _literal(draw, dtype):
     return I.Literal(v, I.scalar(dtype))
 
 
+def _region(t, draw):
+    """A small elementwise body: ((x * c) + x), as a fusion pass would produce."""
+    r = I.GraphBuilder()
+    a = r.input(t)
+    m = r.op("mul", a, _literal(draw, t.dtype))
+    return r.build(r.op("add", m, a))
+
+
 @st.composite
 def graphs(draw, max_eqns=12):
     """Random well-typed graphs: elementwise ops with literals and params, dots, reshapes,
@@ -62,7 +69,7 @@ def graphs(draw, max_eqns=12):
     pool += list(params.values())
     for _ in range(draw(st.integers(1, max_eqns))):
         x = draw(st.sampled_from(pool))
-        choice = draw(st.integers(0, 4))
+        choice = draw(st.integers(0, 8))
         loc = draw(st.sampled_from(LOCS))
         try:
             if choice == 0 and x.type.dtype.kind != "bool":
@@ -76,6 +83,16 @@ def graphs(draw, max_eqns=12):
                 v = b.op("dot_general", x, y, contract=((x.type.rank - 1,), (0,)), loc=loc)
             elif choice == 2:
                 v = b.op("reshape", x, shape=(I.dims.prod(x.type.shape),), loc=loc)
+            elif choice == 5 and x.type.rank >= 1:
+                perm = tuple(draw(st.permutations(range(x.type.rank))))
+                v = b.op("transpose", x, perm=perm, loc=loc)
+            elif choice == 6 and x.type.rank >= 1:
+                axes = tuple(sorted(draw(st.sets(st.integers(0, x.type.rank - 1), min_size=1))))
+                v = b.op("reduce_sum", x, axes=axes, keepdims=draw(st.booleans()), loc=loc)
+            elif choice == 7:
+                v = b.op("cast", x, dtype=draw(st.sampled_from(["f32", "i32", "bf16"])), loc=loc)
+            elif choice == 8 and x.type.dtype.is_float:
+                v = b.op("fused", x, kind="elementwise", regions=[_region(x.type, draw)], loc=loc)
             else:
                 t = draw(types())
                 v = b.op(

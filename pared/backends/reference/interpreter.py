@@ -14,8 +14,8 @@ import numpy as np
 from ...ir import dims as D
 from ...ir.core import Eqn, Graph, Literal, Param, Var
 from ...ir.dtypes import round_to
-from ...ir.opdef import get_op
 from ...ir.errors import IRError
+from ...ir.opdef import get_op
 
 
 class InterpreterError(IRError):
@@ -110,7 +110,7 @@ def run_graph(
         if isinstance(a, Var):
             return env[a]
         if isinstance(a, Literal):
-            return np.asarray(a.value, dtype=a.type.dtype.np)
+            return round_to(a.type.dtype, np.asarray(a.value))
         if isinstance(a, Param):
             if a.name not in table:
                 raise InterpreterError(f"no value for param @{a.name}: pass weights= or load them into the graph")

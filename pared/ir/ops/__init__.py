@@ -1,3 +1,3 @@
-"""The core op set. Importing this package registers every op."""
+"""The core op set (docs/ops.md). Importing this package registers every op."""
 
-from . import elementwise, linalg, opaque, shape  # noqa: F401
+from . import elementwise, linalg, nn, opaque, pool, quant, reduce, region, shape, unary  # noqa: F401

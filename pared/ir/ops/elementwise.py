@@ -8,30 +8,9 @@ import numpy as np
 from .. import dtypes as DT
 from ..errors import TypeInferenceError
 from ..opdef import OpDef, attr, elementwise_cost, register
-from ..shapes import broadcast_shapes, format_shape
+from ..shapes import format_shape
 from ..types import TensorType
-
-FLOATS = (DT.f32, DT.f64, DT.f16, DT.bf16)
-NUMERIC = FLOATS + (DT.i32, DT.i64, DT.i8)
-ALL_DTYPES = tuple(DT.ALL.values())
-
-
-def broadcast(name: str, ts) -> tuple:
-    """The broadcast shape of ``ts``, or a TypeInferenceError naming the op and the shapes."""
-    try:
-        return broadcast_shapes(*(t.shape for t in ts))
-    except TypeInferenceError as e:
-        raise TypeInferenceError(f"{name}: {e}") from None
-
-
-def same_dtype(name: str, ts, kinds=None):
-    d = ts[0].dtype
-    for t in ts[1:]:
-        if t.dtype != d:
-            raise TypeInferenceError(f"{name}: dtype mismatch {' vs '.join(str(t.dtype) for t in ts)}; insert a cast")
-    if kinds is not None and d.kind not in kinds:
-        raise TypeInferenceError(f"{name}: needs {'/'.join(kinds)} inputs, got {d}")
-    return d
+from .checks import ALL_DTYPES, FLOATS, NUMERIC, broadcast, same_dtype
 
 
 def _binary(name, fn, dtypes, doc, commutative=False, out_dtype=None, flops=1):
@@ -96,7 +75,7 @@ def _cast_impl(x, *, dtype):
     if dtype.is_int and x.dtype.kind == "f":
         # float -> int truncates toward zero and saturates (nan -> 0), like XLA's convert
         lo, hi = DT.int_range(dtype)
-        x = np.clip(np.trunc(np.nan_to_num(x, nan=0.0)), lo, hi)
+        x = np.clip(np.trunc(np.nan_to_num(x.astype(np.float64), nan=0.0)), lo, hi)
     return x.astype(dtype.storage)  # bf16/fp8/int4 are then rounded by dtypes.round_to
 
 
@@ -107,7 +86,6 @@ register(
         _cast_impl,
         attrs={"dtype": attr("dtype")},
         arity=1,
-        cost=elementwise_cost(0),
         dtypes=ALL_DTYPES,
         doc="Convert to `dtype`: floats round to nearest even, float->int truncates and saturates, "
         "anything->bool is x != 0.",
@@ -132,7 +110,7 @@ def _bound(x, v, to_int):
     return np.asarray(np.clip(to_int(v), info.min, info.max), dtype=x.dtype)
 
 
-def _clamp_impl(x, *, min, max):  # noqa: A002 - the spec's attribute names
+def _clamp_impl(x, *, min, max):  # the spec's attribute names shadow the builtins here
     if min is not None:
         x = np.maximum(x, _bound(x, min, np.ceil))
     if max is not None:

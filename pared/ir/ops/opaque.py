@@ -8,7 +8,8 @@ so; passes treat it as impure (never removed, merged or folded).
 from __future__ import annotations
 
 from .. import dims as D
-from ..dtypes import DType, get as get_dtype
+from ..dtypes import DType
+from ..dtypes import get as get_dtype
 from ..errors import TypeInferenceError
 from ..opdef import Cost, OpDef, attr, register
 from ..types import TensorType

@@ -7,13 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dims as D
-from .. import dtypes as DT
 from ..errors import TypeInferenceError
 from ..opdef import OpDef, attr, memory_cost, register
-from ..shapes import format_shape, norm_axis
+from ..shapes import format_shape
 from ..types import TensorType
-
-ALL_DTYPES = tuple(DT.ALL.values())
+from .checks import ALL_DTYPES, check_axis
 
 
 def _reshape_infer(ts, attrs):
@@ -155,7 +153,7 @@ def _concat_infer(ts, attrs):
     if not ts:
         raise TypeInferenceError("concat: needs at least one input")
     x = ts[0]
-    axis = norm_axis(attrs["axis"], x.rank, f"concat: axis (shapes {shapes})")
+    axis = check_axis("concat", attrs["axis"], x)
     total = 0
     for t in ts:
         if t.dtype != x.dtype:
@@ -184,7 +182,7 @@ def _take_infer(ts, attrs):
     x, idx = ts
     if not idx.dtype.is_int:
         raise TypeInferenceError(f"take: indices must be an integer dtype, got {idx}")
-    axis = norm_axis(attrs["axis"], x.rank, f"take: axis (x {format_shape(x.shape)})")
+    axis = check_axis("take", attrs["axis"], x)
     return [TensorType(x.shape[:axis] + idx.shape + x.shape[axis + 1 :], x.dtype)]
 
 
@@ -215,8 +213,10 @@ def _pad_infer(ts, attrs):
 
 
 def _pad_impl(x, *, low, high, value):
-    fill = value if x.dtype.kind == "f" else (value != 0 if x.dtype.kind == "b" else int(value))
-    return np.pad(x, list(zip(low, high)), constant_values=np.asarray(fill).astype(x.dtype))
+    if x.dtype.kind in "iu":  # value converts like cast: truncate toward zero, saturate
+        info = np.iinfo(x.dtype)
+        value = min(max(int(value), info.min), info.max)
+    return np.pad(x, list(zip(low, high)), constant_values=np.asarray(value).astype(x.dtype))
 
 
 register(
@@ -228,7 +228,7 @@ register(
         arity=1,
         cost=_move_cost,
         dtypes=ALL_DTYPES,
-        doc="Pad each axis with low/high copies of `value` (non-negative, no interior padding).",
+        doc="Pad each axis with low/high copies of `value` (converted like cast; non-negative, no interior padding).",
     )
 )
 
@@ -237,7 +237,7 @@ def _iota_infer(ts, attrs):
     shape = attrs["shape"]
     if not shape:
         raise TypeInferenceError("iota: shape must have at least one axis")
-    norm_axis(attrs["axis"], len(shape), "iota: axis")
+    check_axis("iota", attrs["axis"], TensorType(tuple(shape), attrs["dtype"]))
     if attrs["dtype"].kind == "bool":
         raise TypeInferenceError("iota: dtype must be numeric, got bool")
     return [TensorType(tuple(shape), attrs["dtype"])]

@@ -15,9 +15,8 @@ from .. import dtypes as DT
 from ..errors import TypeInferenceError
 from ..opdef import OpDef, attr, elementwise_cost, register
 from ..types import TensorType
+from .checks import FLOATS, NUMERIC
 
-FLOATS = (DT.f32, DT.f64, DT.f16, DT.bf16)
-SIGNED = FLOATS + (DT.i32, DT.i64, DT.i8)
 _SQRT_PI = math.sqrt(math.pi)
 
 
@@ -83,10 +82,10 @@ def _unary(name, impl, dtypes, doc, flops=1, attrs=None):
     register(OpDef(name, _rule(name, kinds), impl, attrs=attrs or {}, arity=1, cost=elementwise_cost(flops), dtypes=dtypes, doc=doc))
 
 
-_unary("neg", np.negative, SIGNED, "-x")
-_unary("abs", np.abs, SIGNED, "|x|")
-_unary("sign", np.sign, SIGNED, "-1, 0 or 1 by the sign of x (nan stays nan)")
-_unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)), SIGNED, "max(x, 0), nan propagates")
+_unary("neg", np.negative, NUMERIC, "-x")
+_unary("abs", np.abs, NUMERIC, "|x|")
+_unary("sign", np.sign, NUMERIC, "-1, 0 or 1 by the sign of x (nan stays nan)")
+_unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)), NUMERIC, "max(x, 0), nan propagates")
 _unary("exp", _wide(np.exp), FLOATS, "e^x", flops=4)
 _unary("log", _wide(np.log), FLOATS, "natural logarithm (nan below 0, -inf at 0)", flops=4)
 _unary("sqrt", _wide(np.sqrt), FLOATS, "square root", flops=2)

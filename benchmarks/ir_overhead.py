@@ -1,0 +1,125 @@
+"""IR overhead: build, verify, print, parse and cleanup cost on synthetic graphs.
+
+A transformer-shaped graph (per block: 4 linears on named params, residual adds, a reshape
+pair, a duplicated subexpression for CSE and a dead branch for DCE) is scaled to ~2,000 and
+~20,000 equations (a SmolLM2-sized graph has ~2,100). Prints per-equation cost and the
+20k/2k ratio of per-equation cost (1.0 = linear), and appends a row to RESULTS.md.
+
+    python benchmarks/ir_overhead.py [--sizes 2000 20000] [--repeat 3] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+import pared.ir as I
+from pared.compiler.pass_manager import PassManager
+from pared.compiler.pipeline import parse_pipeline
+from pared.passes.context import PassContext
+
+EQNS_PER_BLOCK = 16
+
+
+def synthetic_graph(n_eqns: int, width: int = 64) -> I.Graph:
+    b = I.GraphBuilder()
+    x = b.input(["B", width])
+    h = x
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((width, width)).astype(np.float32)
+    for blk in range(max(1, n_eqns // EQNS_PER_BLOCK)):
+        ws = [b.param(f"layers.{blk}.{n}.weight", w) for n in ("q", "k", "v", "o")]
+        q = b.dot_general(h, ws[0], contract=((1,), (1,)))
+        k = b.dot_general(h, ws[1], contract=((1,), (1,)))
+        v = b.dot_general(h, ws[2], contract=((1,), (1,)))
+        s1 = b.mul(q, k)
+        s2 = b.mul(q, k)  # duplicate: CSE merges it with s1
+        t = b.add(s1, s2)
+        r = b.reshape(t, shape=(I.sym("B"), 8, width // 8))
+        r = b.reshape(r, shape=(I.sym("B"), width))
+        u = b.add(r, v)
+        dead = b.mul(u, 3.0)  # dead branch: DCE removes it
+        b.add(dead, 1.0)
+        o = b.dot_general(u, ws[3], contract=((1,), (1,)))
+        o = b.mul(o, 0.125)
+        o = b.sub(o, 0.0)
+        h = b.add(h, o)
+    return b.build(h)
+
+
+def _time(fn, repeat: int):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def measure(n: int, repeat: int) -> dict[str, float]:
+    t_build, g = _time(lambda: synthetic_graph(n), repeat)
+    n_eqns = len(g.eqns)
+    t_verify, _ = _time(lambda: I.verify(g), repeat)
+    t_print, text = _time(lambda: I.print_graph(g), repeat)
+    t_parse, _ = _time(lambda: I.parse(text), repeat)
+    dce_cse = PassManager(parse_pipeline("cse,dce"), verify=False)
+    t_dce_cse, small = _time(lambda: dce_cse.run(g, PassContext()), repeat)
+    cleanup = PassManager(parse_pipeline("cleanup"), verify=False)
+    t_cleanup, cleaned = _time(lambda: cleanup.run(g, PassContext()), repeat)
+    return {
+        "eqns": n_eqns,
+        "after_cleanup": len(cleaned.eqns),
+        "build": t_build,
+        "verify": t_verify,
+        "print": t_print,
+        "parse": t_parse,
+        "dce+cse": t_dce_cse,
+        "cleanup": t_cleanup,
+    }
+
+
+STAGES = ("build", "verify", "print", "parse", "dce+cse", "cleanup")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    args = ap.parse_args()
+    rows = [measure(n, args.repeat) for n in args.sizes]
+    head = f"{'eqns':>7} {'->':>6} " + " ".join(f"{s:>16}" for s in STAGES)
+    lines = [head]
+    for r in rows:
+        cells = " ".join(f"{r[s]*1e3:8.1f}ms {r[s]/r['eqns']*1e6:4.0f}us" for s in STAGES)
+        lines.append(f"{r['eqns']:>7} {r['after_cleanup']:>6} {cells}")
+    if len(rows) >= 2:
+        a, z = rows[0], rows[-1]
+        ratio = " ".join(f"{s}={(z[s]/z['eqns'])/(a[s]/a['eqns']):.2f}" for s in STAGES)
+        lines.append(f"per-equation cost ratio {z['eqns']}/{a['eqns']} eqns (1.00 = linear): {ratio}")
+    target = next((r for r in rows if abs(r["eqns"] - 2000) <= 100), None)
+    if target:
+        ok = "meets" if target["cleanup"] < 0.5 else "MISSES"
+        lines.append(f"cleanup pipeline on {target['eqns']} eqns: {target['cleanup']*1e3:.0f} ms ({ok} the 0.5 s target)")
+    report = "\n".join(lines)
+    print(report)
+    if not args.no_write:
+        cpu = platform.processor() or platform.machine()
+        section = (
+            f"\n## IR overhead ({date.today()}, {cpu}, Python {platform.python_version()}, best of {args.repeat})\n\n"
+            f"`python benchmarks/ir_overhead.py` — time per stage, total and per equation.\n\n```\n{report}\n```\n"
+        )
+        path = Path(__file__).with_name("RESULTS.md")
+        if not path.exists():
+            path.write_text("# Benchmark results\n\nEach section is one run; ratios are against a baseline measured in the same run.\n")
+        with path.open("a") as f:
+            f.write(section)
+
+
+if __name__ == "__main__":
+    main()
