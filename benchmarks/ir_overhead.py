@@ -23,7 +23,7 @@ from pared.compiler.pass_manager import PassManager
 from pared.compiler.pipeline import parse_pipeline
 from pared.passes.context import PassContext
 
-EQNS_PER_BLOCK = 16
+EQNS_PER_BLOCK = 15
 
 
 def synthetic_graph(n_eqns: int, width: int = 64) -> I.Graph:

@@ -43,23 +43,24 @@ class _Tok:
         return "end of input" if self.kind == "eof" else repr(self.text)
 
 
-def _tokenize(src: str, lines: list[str]) -> list[_Tok]:
-    toks: list[_Tok] = []
+def _tokenize(src: str, lines: list[str]):
+    """Yield tokens lazily (then an ``eof`` token), so only a few are alive at once."""
     pos, line, line_start = 0, 1, 0
+    match = _TOKEN.match
     while pos < len(src):
-        m = _TOKEN.match(src, pos)
+        m = match(src, pos)
         if not m:
             raise ParseError(f"unexpected character {src[pos]!r}", line, pos - line_start + 1, _line(lines, line))
         kind, text = m.lastgroup, m.group()
         if kind != "ws":
-            toks.append(_Tok(kind, text, line, pos - line_start + 1))
+            yield _Tok(kind, text, line, pos - line_start + 1)
         nl = text.count("\n")
         if nl:
             line += nl
             line_start = pos + text.rfind("\n") + 1
         pos = m.end()
-    toks.append(_Tok("eof", "", line, pos - line_start + 1))
-    return toks
+    while True:
+        yield _Tok("eof", "", line, pos - line_start + 1)
 
 
 def _line(lines: list[str], n: int) -> str:
@@ -69,24 +70,32 @@ def _line(lines: list[str], n: int) -> str:
 class _Parser:
     def __init__(self, src: str):
         self.lines = src.splitlines()
-        self.toks = _tokenize(src, self.lines)
-        self.i = 0
+        self._stream = _tokenize(src, self.lines)
+        self._buf: list[_Tok] = [next(self._stream)]  # current token and any peeked ones
         self.params: dict[str, Param] = {}
         self.defined: set[str] = set()
 
     # -- token helpers -------------------------------------------------------------------------
     @property
     def tok(self) -> _Tok:
-        return self.toks[self.i]
+        return self._buf[0]
+
+    def peek(self, k: int) -> _Tok:
+        """The token ``k`` places after the current one."""
+        while len(self._buf) <= k:
+            self._buf.append(next(self._stream))
+        return self._buf[k]
 
     def error(self, msg: str, tok: Optional[_Tok] = None) -> ParseError:
         t = tok or self.tok
         return ParseError(msg, t.line, t.col, _line(self.lines, t.line))
 
     def next(self) -> _Tok:
-        t = self.toks[self.i]
-        if t.kind != "eof":
-            self.i += 1
+        t = self._buf[0]
+        if len(self._buf) > 1:
+            del self._buf[0]
+        else:
+            self._buf[0] = next(self._stream)
         return t
 
     def at(self, text: str) -> bool:
@@ -389,8 +398,8 @@ class _Parser:
             return tuple(items)
         if t.text == "{":
             return Attrs(self.attr_dict())
-        nxt = self.toks[self.i + 1]
-        is_expr = nxt.text in ("*", "+") or (nxt.text == "-" and self.toks[self.i + 2].kind in ("number", "ident"))
+        nxt = self.peek(1)
+        is_expr = nxt.text in ("*", "+") or (nxt.text == "-" and self.peek(2).kind in ("number", "ident"))
         if t.kind == "ident" and t.text in DTYPES and not is_expr:
             self.next()
             return DTYPES[t.text]
@@ -418,5 +427,5 @@ def parse(text: str) -> Graph:
         t = p.tok if p else None
         raise ParseError("nesting too deep", t.line if t else 1, t.col if t else 1) from None
     except Exception as e:  # a bug or an odd input in a rule: still a positioned ParseError
-        t = p.tok if p and p.toks else None
+        t = p._buf[0] if p and p._buf else None
         raise ParseError(f"{type(e).__name__}: {e}", t.line if t else 1, t.col if t else 1) from None

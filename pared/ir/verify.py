@@ -96,25 +96,48 @@ def verify(g: Graph) -> Graph:
     for name in g.weights:
         if name not in declared:
             raise VerifyError(f"weight {name!r} has a value but no param declaration")
-    defined: set[Var] = set()
+    scope = _Scope()
     for i, v in enumerate(g.inputs):
-        _define(v, defined, f"input {i}")
-    _verify_body(g, g, declared, defined, [])
+        scope.define(v, f"input {i}")
+    _verify_body(g, g, declared, scope, [])
     return g
 
 
-def _define(v, defined: set, where: str) -> None:
-    if not isinstance(v, Var):
-        raise VerifyError(f"{where}: defines {v!r}, not a Var")
-    if v in defined:
-        raise VerifyError(f"{where}: value {format_type(v.type)} is defined twice (SSA)")
-    why = check_encoding(v.type)
-    if why:
-        raise VerifyError(f"{where}: bad encoding: {why}")
-    defined.add(v)
+class _Scope:
+    """Values visible at a point (``visible``) and every value defined so far (``ever``, for SSA).
+
+    A region's values are visible only inside it: they are removed when its body is done, so no
+    set is copied per equation and verification stays linear in the graph size.
+    """
+
+    def __init__(self):
+        self.visible: set[Var] = set()
+        self.ever: set[Var] = set()
+        self.log: list[Var] = []  # definition order, to drop a region's values when it closes
+
+    def __contains__(self, v) -> bool:
+        return v in self.visible
+
+    def define(self, v, where: str) -> None:
+        if not isinstance(v, Var):
+            raise VerifyError(f"{where}: defines {v!r}, not a Var")
+        if v in self.ever:
+            raise VerifyError(f"{where}: value {format_type(v.type)} is defined twice (SSA)")
+        why = check_encoding(v.type)
+        if why:
+            raise VerifyError(f"{where}: bad encoding: {why}")
+        self.ever.add(v)
+        self.visible.add(v)
+        self.log.append(v)
+
+    def close_region(self, mark: int) -> None:
+        """Hide every value defined since ``mark`` (``len(self.log)`` when the region opened)."""
+        for v in self.log[mark:]:
+            self.visible.discard(v)
+        del self.log[mark:]
 
 
-def _verify_body(root: Graph, g: Graph, declared, defined: set, path: list[int]) -> None:
+def _verify_body(root: Graph, g: Graph, declared, defined: _Scope, path: list[int]) -> None:
     for i, e in enumerate(g.eqns):
         top = path[0] if path else i
         where = f"equation {'/'.join(map(str, path + [i]))} ({e.op})"
@@ -147,7 +170,7 @@ def _check_use(a, declared, defined, where: str) -> None:
         raise VerifyError(f"{where}: {a!r} is not a Var, Param or Literal")
 
 
-def _verify_eqn(root: Graph, e: Eqn, declared, defined: set, path: list[int]) -> None:
+def _verify_eqn(root: Graph, e: Eqn, declared, defined: _Scope, path: list[int]) -> None:
     if e.op not in OPS:
         raise VerifyError(f"unknown op {e.op!r}")
     op = OPS[e.op]
@@ -159,18 +182,14 @@ def _verify_eqn(root: Graph, e: Eqn, declared, defined: set, path: list[int]) ->
         raise VerifyError(f"attributes not normalized (missing defaults {missing})" if missing else "attributes not normalized")
     if len(e.regions) != op.regions:
         raise VerifyError(f"takes {op.regions} region(s), has {len(e.regions)}")
-    inner = set(defined)
     for k, r in enumerate(e.regions):
         if r.params:
             raise VerifyError(f"region {k} declares params; regions use the root graph's params")
-        scope = set(inner)
+        mark = len(defined.log)
         for n, v in enumerate(r.inputs):
-            _define(v, scope, f"region {k} input {n}")
-        _verify_body(root, r, declared, scope, path)
-        # every Var defined inside a region is still unique graph-wide
-        for v in scope - inner:
-            if v in defined:
-                raise VerifyError(f"region {k} redefines an outer value")
+            defined.define(v, f"region {k} input {n}")
+        _verify_body(root, r, declared, defined, path)
+        defined.close_region(mark)  # the region's values are not visible after it
     want = op.infer_types([a.type for a in e.inputs], e.attrs, e.regions)
     if len(want) != len(e.outputs):
         raise VerifyError(f"op gives {len(want)} result(s), equation has {len(e.outputs)}")
@@ -178,4 +197,4 @@ def _verify_eqn(root: Graph, e: Eqn, declared, defined: set, path: list[int]) ->
         if v.type != t:
             raise VerifyError(f"output {j} has type {format_type(v.type)} but {e.op} gives {format_type(t)}")
     for j, v in enumerate(e.outputs):
-        _define(v, defined, f"output {j}")
+        defined.define(v, f"output {j}")

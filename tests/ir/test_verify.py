@@ -140,3 +140,35 @@ def test_symbolic_param_rejected():
     p = Param("fc.weight", I.tensor(["N", 16]))
     g2 = g.replace(params=(p,), weights={})
     _expect(g2, "symbolic shape")
+
+
+def _fused_graph():
+    b = I.GraphBuilder()
+    x = b.input([4])
+    r = I.GraphBuilder()
+    a = r.input([4])
+    body = r.build(r.add(a, a))
+    y = b.fused(x, kind="elementwise", regions=[body])
+    return b, x, y, body
+
+
+def test_region_values_not_visible_outside():
+    b, x, y, body = _fused_graph()
+    inner = body.eqns[0].out
+    g = b.build(inner)  # returns a value defined inside the region
+    _expect(g, "not defined before it")
+
+
+def test_shared_region_body_rejected():
+    b, x, y, body = _fused_graph()
+    z = b.fused(y, kind="elementwise", regions=[body])  # the same region object twice
+    _expect(b.build(z), "defined twice")
+
+
+def test_region_reads_outer_values():
+    b = I.GraphBuilder()
+    x = b.input([4])
+    r = I.GraphBuilder()
+    a = r.input([4])
+    body = r.build(r.add(a, x))  # closure capture of x
+    I.verify(b.build(b.fused(x, kind="elementwise", regions=[body])))

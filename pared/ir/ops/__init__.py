@@ -1,3 +1,16 @@
-"""The core op set (docs/ops.md). Importing this package registers every op."""
+# ruff: noqa: I001  (one import per line: each op group adds its own line)
+"""The op set (docs/ops.md). Importing this package registers every op.
 
-from . import elementwise, linalg, nn, opaque, pool, quant, reduce, region, shape, unary  # noqa: F401
+One module per group; a new group adds one line below.
+"""
+
+from . import elementwise  # noqa: F401
+from . import linalg  # noqa: F401
+from . import nn  # noqa: F401
+from . import opaque  # noqa: F401
+from . import pool  # noqa: F401
+from . import quant  # noqa: F401
+from . import reduce  # noqa: F401
+from . import region  # noqa: F401
+from . import shape  # noqa: F401
+from . import unary  # noqa: F401
