@@ -153,8 +153,7 @@ def _check_attr(op: str, name: str, spec: AttrSpec, v: Any) -> Any:
     k = spec.kind
     if v is None and (k.startswith("optional") or spec.default is None):
         return None
-    if type(v).__module__ == "numpy":
-        v = v.item()
+    v = _plain(v)
     if k == "int" or k == "optional_int":
         if isinstance(v, bool) or not isinstance(v, int):
             raise bad("must be an int")
@@ -198,6 +197,15 @@ def _check_attr(op: str, name: str, spec: AttrSpec, v: Any) -> Any:
         v = tuple(tuple(x) for x in v)
     if spec.choices and v not in spec.choices:
         raise bad(f"must be one of {spec.choices}")
+    return v
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars -> Python scalars and lists -> tuples, recursively (frontends pass both)."""
+    if isinstance(v, (list, tuple)):
+        return tuple(_plain(x) for x in v)
+    if isinstance(v, np.generic):
+        return v.item()
     return v
 
 

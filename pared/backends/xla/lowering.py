@@ -186,8 +186,6 @@ def _layer_norm(eqn, x, *wb):
 
 
 def _affine(y, eqn, wb):
-    names = [a.name if isinstance(a, Param) else None for a in eqn.inputs[1:]]
-    del names
     if len(wb) >= 1:
         y = y * wb[0]
     if len(wb) >= 2:
@@ -231,7 +229,6 @@ def _pool(eqn, x, kind):
 
     jnp = _jnp()
     a = eqn.attrs
-    nsp = x.ndim - 2
     window = (1, 1, *a["window"])
     strides = (1, 1, *a["strides"])
     padding = ((0, 0), (0, 0), *[tuple(p) for p in a["padding"]])
@@ -243,7 +240,6 @@ def _pool(eqn, x, kind):
         return s / math.prod(a["window"])
     ones = jnp.ones((1, 1, *x.shape[2:]), x.dtype)
     n = lax.reduce_window(ones, jnp.zeros((), x.dtype), lax.add, window, strides, padding)
-    del nsp
     return s / n
 
 

