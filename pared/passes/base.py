@@ -121,8 +121,15 @@ def available_passes() -> list[str]:
     return sorted(_PASSES)
 
 
+BUILTIN_PASS_PACKAGES = ("cleanup", "fuse", "sparsify", "quantize")
+
+
 def _load_builtin_passes() -> None:
-    from . import cleanup  # noqa: F401  (importing registers dce, cse, fold, canonicalize)
+    """Import pared's pass packages (importing registers their passes)."""
+    import importlib
+
+    for pkg in BUILTIN_PASS_PACKAGES:
+        importlib.import_module(f"{__package__}.{pkg}")
 
 
 def did_you_mean(name: str, valid) -> str:
