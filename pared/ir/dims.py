@@ -51,6 +51,23 @@ class Sym:
     def __repr__(self) -> str:
         return f"Sym({str(self)!r})"
 
+    # arithmetic with ints and other Syms (B * S, S + 1), results canonical like add/mul below
+    def __add__(self, other: Dim) -> Dim:
+        return add(self, other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Dim) -> Dim:
+        return sub(self, other)
+
+    def __rsub__(self, other: Dim) -> Dim:
+        return sub(other, self)
+
+    def __mul__(self, other: Dim) -> Dim:
+        return mul(self, other)
+
+    __rmul__ = __mul__
+
     def __str__(self) -> str:
         parts = []
         for mono, coef in sorted(self.terms, key=lambda t: (-len(t[0]), t[0])):

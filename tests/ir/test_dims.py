@@ -42,3 +42,10 @@ def test_polynomial_evaluation_matches_ints(a, c, k, b, s):
     expr = D.add(D.mul(a, D.mul(B, S)), D.mul(c, D.prod([S] * k)))
     assert D.evaluate(expr, {"B": b, "S": s}) == a * b * s + c * s**k
     assert D.parse_dim(str(expr)) == expr
+
+
+def test_operators():
+    assert B * S == D.mul(B, S) and 2 * B == D.mul(B, 2)
+    assert S + 1 == D.add(S, 1) and 1 + S == S + 1
+    assert (S + 1) - S == 1 and isinstance((S + 1) - S, int)
+    assert 3 - S == D.sub(3, S)

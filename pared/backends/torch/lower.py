@@ -144,14 +144,20 @@ class Lowerer:
                 out = rule(self, eqn, i)
             except Exception as e:
                 raise LoweringError(f"cannot lower equation {i} ({eqn.op}, {eqn.loc or 'no location'}): {e}") from e
-            if len(eqn.outputs) == 1:
-                self.env[eqn.outputs[0]] = out
-            else:
-                for k, v in enumerate(eqn.outputs):
-                    self.env[v] = self.call(operator.getitem, out, k)
+            self.bind(eqn, out)
         outs = tuple(self.tensor(a) for a in self.graph.outputs)
         self.fx.output(outs)
         return fx.GraphModule(self.root, self.fx, class_name="PAREDModule")
+
+    def bind(self, eqn: Eqn, out) -> None:
+        """Record a rule's result: a node (or tuple of nodes) for the equation's outputs."""
+        if len(eqn.outputs) == 1:
+            self.env[eqn.outputs[0]] = out
+        elif isinstance(out, tuple):
+            self.env.update(zip(eqn.outputs, out))
+        else:
+            for k, v in enumerate(eqn.outputs):
+                self.env[v] = self.call(operator.getitem, out, k)
 
     def single_user(self, v: Var) -> Optional[int]:
         u = self.users.get(v, [])

@@ -316,6 +316,19 @@ def _opaque(L, eqn, i):
     return L.call(L.opaque[target], *(L.tensor(a) for a in eqn.inputs))
 
 
+@lowers("fused")
+def _fused(L, eqn, i):
+    """A fused region's body is lowered inline, op by op (torch/Inductor fuse on their own; the
+    Triton backend is the one that turns regions into single kernels)."""
+    (region,) = eqn.regions
+    for v, a in zip(region.inputs, eqn.inputs):
+        L.env[v] = L.value(a)
+    for e in region.eqns:
+        L.bind(e, LOWER.get(e.op, lower_reference)(L, e, -1))
+    outs = tuple(L.tensor(a) for a in region.outputs)
+    return outs[0] if len(outs) == 1 else outs
+
+
 # -- the default: the op's numpy reference ------------------------------------------------------
 
 
@@ -327,7 +340,7 @@ class ReferenceCall:
         self.__name__ = f"reference_{eqn.op}"
 
     def __call__(self, *args):
-        from ..reference.interpreter import bind_symbols, _resolve
+        from ..reference.interpreter import _resolve, bind_symbols
 
         eqn = self.eqn
         arrays = [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a) for a in args]

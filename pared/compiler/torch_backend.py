@@ -1,0 +1,239 @@
+"""The ``torch.compile`` backend: ``torch.compile(model, backend="pared")`` or
+``torch.compile(model, backend=pared.backend(recipe=...))``.
+
+Dynamo hands the backend one FX graph per captured region (several when the model has graph
+breaks; each is compiled on its own, per Dynamo's contract) with the module's parameters and
+buffers lifted to graph inputs. The backend imports the graph into pared's IR (weights become
+named Params), runs the recipe's passes, lowers the result to an FX GraphModule of torch ops
+(optionally handed to Inductor) and returns a callable with the graph's calling convention.
+Weights are constants of the compiled code (like Inductor's freezing): the runtime weight
+arguments Dynamo passes are ignored. If anything fails, the backend warns and runs the graph as
+Dynamo captured it: pared never breaks a user's torch.compile.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from ..backends.reference.interpreter import bind_symbols
+from ..ir import dims as D
+from ..ir.core import Graph
+from ..passes.context import PassContext, Report
+from .fx_frontend import Imported, import_dynamo
+
+TARGETS = ("torch", "reference")
+
+
+@dataclass
+class CompiledGraph:
+    """One compiled graph: call it with the FX graph's arguments.
+
+    Attributes:
+        graph: the IR after the recipe's passes (run it with the reference interpreter to check).
+        imported: the frontend's result (the IR before passes, the opaque side table).
+        report: rows from the import (opaque ops: name, count, where) and from the passes.
+        timings: seconds spent in pared: ``import``, ``passes``, ``lower`` (and ``inductor``).
+        fn: the lowered callable taking the IR inputs.
+    """
+
+    graph: Graph
+    imported: Imported
+    report: Report
+    timings: dict[str, float]
+    fn: Callable
+    input_positions: list[int] = field(default_factory=list)
+
+    @property
+    def overhead_s(self) -> float:
+        return sum(self.timings.values())
+
+    def __call__(self, *args):
+        ins = [args[i] for i in self.input_positions]
+        outs = self.fn(*ins)
+        result = []
+        for kind, v in self.imported.outputs:
+            if kind == "ir":
+                result.append(outs[v])
+            elif isinstance(v, D.Sym):
+                env = bind_symbols([x.type for x in self.graph.inputs], [tuple(t.shape) for t in map(_Shape, ins)])
+                result.append(D.evaluate(v, env))
+            else:
+                result.append(v)
+        return tuple(result)
+
+
+class _Shape:
+    """Lets :func:`bind_symbols` read a tensor's shape without converting it to numpy."""
+
+    def __init__(self, t):
+        self.shape = tuple(t.shape)
+
+
+def _device(values: Sequence[Any]) -> torch.device:
+    for v in values:
+        if isinstance(v, torch.Tensor) and not isinstance(v, torch._subclasses.FakeTensor):
+            return v.device
+    return torch.device("cpu")
+
+
+def compile_imported(
+    imported: Imported,
+    *,
+    recipe=None,
+    calibration=None,
+    target: str = "torch",
+    inductor: bool = False,
+    device=None,
+    example_inputs: Optional[Sequence[Any]] = None,
+    timings: Optional[dict[str, float]] = None,
+    verify: bool = True,
+) -> CompiledGraph:
+    """Run the recipe on an imported graph and lower it (shared by the Dynamo and export paths)."""
+    if target not in TARGETS:
+        raise ValueError(f"pared torch path: target {target!r} is not supported here; use one of {TARGETS}")
+    timings = dict(timings or {})
+    report = Report()
+    for row in imported.report:
+        report.add(row.pass_name, row.name, **row.fields)
+    graph = imported.graph
+    t0 = time.perf_counter()
+    if recipe:
+        from .pass_manager import run_pipeline
+
+        ctx = PassContext(calibration=calibration, target=target, device=str(device or "cpu"), report=report)
+        graph = run_pipeline(graph, recipe, ctx, verify=verify)
+    timings["passes"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if target == "reference":
+        fn = _reference_fn(graph)
+    else:
+        from ..backends.torch import lower
+
+        same = {n: t for n, t in imported.sources.items() if graph.weights.get(n) is imported.graph.weights.get(n)}
+        fn = lower(graph, device=device, tensors=same, opaque=imported.opaque)
+    timings["lower"] = time.perf_counter() - t0
+    if inductor and target == "torch":
+        t0 = time.perf_counter()
+        fn = _inductor(fn, example_inputs)
+        timings["inductor"] = time.perf_counter() - t0
+    positions = [k for k, idx in enumerate(imported.inputs) if idx is not None]
+    return CompiledGraph(graph, imported, report, timings, fn, positions)
+
+
+def _reference_fn(graph: Graph) -> Callable:
+    from ..backends.reference.interpreter import run_graph
+
+    def run(*ins):
+        outs = run_graph(graph, [t.detach().cpu().numpy() for t in ins])
+        dev = _device(ins)
+        return tuple(torch.from_numpy(o.copy()).to(dev) for o in outs)
+
+    return run
+
+
+def _inductor(gm, example_inputs) -> Callable:
+    try:
+        from torch._inductor.compile_fx import compile_fx
+
+        return compile_fx(gm, list(example_inputs))
+    except Exception as e:  # Inductor is an optimisation: fall back to the plain FX module
+        warnings.warn(f"pared: Inductor hand-off failed ({type(e).__name__}: {e}); running the torch lowering without it",
+                      stacklevel=2)
+        return gm
+
+
+class PaRedBackend:
+    """A configured Dynamo backend; ``compiled`` lists every graph it compiled (with reports)."""
+
+    def __init__(self, recipe=None, calibration=None, target: str = "torch", inductor: bool = False,
+                 verify: bool = True, strict: bool = False):
+        if target not in TARGETS:
+            raise ValueError(f"pared.backend: target {target!r} is not supported for torch models; use one of {TARGETS}")
+        self.recipe = recipe
+        self.calibration = calibration
+        self.target = target
+        self.inductor = inductor
+        self.verify = verify
+        self.strict = strict
+        self.compiled: list[CompiledGraph] = []
+        self.fallbacks: list[str] = []
+        self.__name__ = "pared"
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+        try:
+            t0 = time.perf_counter()
+            imported = import_dynamo(gm, example_inputs)
+            t_import = time.perf_counter() - t0
+            user = [imported.inputs[k] is not None for k in range(len(imported.inputs))]
+            fakes = [_fake_or_real(n, ex) for n, ex, u in zip(_placeholders(gm), example_inputs, user) if u]
+            compiled = compile_imported(
+                imported, recipe=self.recipe, calibration=self.calibration, target=self.target,
+                inductor=self.inductor, device=_device(example_inputs), example_inputs=fakes,
+                timings={"import": t_import}, verify=self.verify,
+            )
+        except Exception as e:
+            if self.strict:
+                raise
+            msg = f"{type(e).__name__}: {e}"
+            self.fallbacks.append(msg)
+            warnings.warn(f"pared: could not compile this graph ({msg}); running the captured FX graph as is", stacklevel=2)
+            return gm.forward
+        self.compiled.append(compiled)
+        return compiled
+
+    @property
+    def report(self) -> Report:
+        """The rows of every compiled graph's report, in compile order."""
+        out = Report()
+        for c in self.compiled:
+            for row in c.report:
+                out.add(row.pass_name, row.name, **row.fields)
+        return out
+
+
+def _placeholders(gm) -> list:
+    return [n for n in gm.graph.nodes if n.op == "placeholder"]
+
+
+def _fake_or_real(node, ex):
+    m = node.meta.get("example_value")
+    return m if isinstance(m, torch.Tensor) else ex
+
+
+def backend(recipe=None, calibration=None, target: str = "torch", inductor: bool = False, verify: bool = True,
+            strict: bool = False) -> PaRedBackend:
+    """A ``torch.compile`` backend running ``recipe`` (a pipeline string, list or YAML recipe).
+
+    Args:
+        recipe: the passes to run (None or "" compiles the graph unchanged).
+        calibration: calibration data handed to data-aware passes through the PassContext.
+        target: "torch" (lower to torch ops) or "reference" (numpy interpreter; for debugging).
+        inductor: hand the lowered graph to Inductor.
+        verify: verify the IR between passes.
+        strict: raise instead of falling back to the captured graph when compiling fails.
+    """
+    return PaRedBackend(recipe, calibration, target, inductor, verify, strict)
+
+
+def pared_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+    """The backend registered as ``"pared"``: an empty recipe, torch lowering."""
+    return PaRedBackend()(gm, example_inputs)
+
+
+def _register() -> None:
+    """Make ``torch.compile(backend="pared")`` work even when pared is not pip-installed."""
+    try:
+        from torch._dynamo.backends import registry
+    except Exception:  # pragma: no cover - a torch without Dynamo
+        return
+    if "pared" in registry._COMPILER_FNS or registry._BACKENDS.get("pared") is not None:
+        return  # already registered, or the entry point is being loaded and will register us
+    registry.register_backend(pared_backend, name="pared")
+
+
+_register()
