@@ -26,7 +26,7 @@ from ..ir.core import Graph
 from ..passes.context import PassContext, Report
 from .fx_frontend import Imported, import_dynamo
 
-TARGETS = ("torch", "reference")
+TARGETS = ("torch", "reference", "triton")
 
 
 @dataclass
@@ -111,6 +111,11 @@ def compile_imported(
     t0 = time.perf_counter()
     if target == "reference":
         fn = _reference_fn(graph)
+    elif target == "triton":  # raises TritonUnavailableError (with what to do) when no GPU is present
+        from ..backends.triton import lower as triton_lower
+
+        same = {n: t for n, t in imported.sources.items() if graph.weights.get(n) is imported.graph.weights.get(n)}
+        fn = triton_lower(graph, device=device, tensors=same, opaque=imported.opaque, report=report)
     else:
         from ..backends.torch import lower
 

@@ -152,3 +152,17 @@ def test_fused_region_lowers_inline():
     (ref,) = run_graph(g, [xs])
     (out,) = lower(g)(torch.from_numpy(xs))
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_triton_target_without_gpu_is_a_clear_error():
+    """compress(..., target="triton") on a CPU-only machine raises at once, saying what to do."""
+    import pytest
+
+    from pared.backends.triton import TritonUnavailableError
+    from pared.compiler.torch_api import compress_torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU())
+    with pytest.raises(TritonUnavailableError, match="target='torch'"):
+        compress_torch(m, (torch.randn(2, 8),), recipe="fuse", target="triton")
