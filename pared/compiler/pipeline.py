@@ -18,11 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
 from ..passes.base import Pass, PassOptionError, available_passes, did_you_mean, get_pass
-
-PRESETS: dict[str, str] = {
-    "cleanup": "canonicalize,fold,cse,dce",
-}
-"""Named pipelines, usable anywhere a pass name is (they take no options)."""
+from .presets import PRESETS  # noqa: F401  (named pipelines live in presets.py; they take no options)
 
 RECIPE_KEYS = ("passes", "name", "description")
 
@@ -101,7 +97,7 @@ def _split_string(text: str) -> list[tuple[str, dict[str, str], int]]:
         return items
     while True:
         i = skip_ws(i)
-        m = _NAME.match(text, i)
+        m = _match_preset(text, i) or _NAME.match(text, i)
         if not m:
             fail("expected a pass name", i)
         name, start = m.group(), i
@@ -140,6 +136,15 @@ def _split_string(text: str) -> list[tuple[str, dict[str, str], int]]:
         if text[i] != ",":
             fail("expected ',' between passes", i)
         i += 1
+
+
+def _match_preset(text: str, i: int):
+    """A preset name at ``i`` (names like ``2:4+w4`` are not pass-name tokens), longest first."""
+    for name in sorted(PRESETS, key=len, reverse=True):
+        end = i + len(name)
+        if text.startswith(name, i) and (end == len(text) or text[end] in ", \t\n{"):
+            return re.compile(re.escape(name)).match(text, i)
+    return None
 
 
 def _read_value(text: str, i: int, fail) -> tuple[str, int]:

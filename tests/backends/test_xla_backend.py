@@ -10,7 +10,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from pared.backends.reference.interpreter import run_graph  # noqa: E402
 from pared.backends.xla import RULES, graph_params, lower  # noqa: E402
-from pared.ir import OPS, GraphBuilder  # noqa: E402
+from pared.ir import OPS, GraphBuilder, TensorType  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -128,6 +128,9 @@ def test_unclaimed_op_falls_back_to_reference(monkeypatch):
 
 
 def test_every_registered_op_has_a_lowering():
+    from pared.backends.xla.lowering import _ensure_rules
+
+    _ensure_rules()  # elementwise rules are registered on first use (they import jax.numpy)
     missing = sorted(set(OPS) - set(RULES) - {"opaque", "fused"})
     assert not missing, f"ops without an XLA rule (they fall back to pure_callback): {missing}"
 
@@ -161,3 +164,22 @@ def test_lowering_composes_with_grad_and_vmap():
     np.testing.assert_allclose(jax.grad(loss)(params, xs)["w"], jax.grad(ref)(params, xs)["w"], rtol=1e-5, atol=1e-6)
     per_row = jax.vmap(lambda r: f(params, jnp.broadcast_to(r, (5, 4)))[0][0])(xs)
     np.testing.assert_allclose(per_row, jnp.tanh(xs @ params["w"].T), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_qlinear_matches_reference(case):
+    """Weight-only (grouped, asymmetric, bf16 activations) and W8A8 (dynamic, static) layers."""
+    from pared.ir import dtypes as DT
+    from tests.ir.opinfo_qlinear import qlinear_samples
+
+    samples = qlinear_samples(DT.f32, np.random.default_rng(case))
+    sample = samples[case % len(samples)]
+    b = GraphBuilder()
+    (xt, xv), *rest = sample.args
+    x = b.input(list(xv.shape), xt)
+    # params typed with the sample's dtypes (i4/u4 values arrive as int8/uint8 arrays)
+    params = [b.param(f"p{i}", v, type=TensorType(np.shape(v), t)) for i, (t, v) in enumerate(rest)]
+    g = b.build(b.op("qlinear", x, *params, **sample.attrs))
+    (ref,) = run_graph(g, [xv])
+    out = lower(g)(graph_params(g), xv)
+    np.testing.assert_allclose(np.asarray(out[0] if isinstance(out, (tuple, list)) else out), ref, rtol=1e-5, atol=1e-5)

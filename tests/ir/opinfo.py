@@ -20,6 +20,8 @@ from pared.ir import GraphBuilder
 from pared.ir import dtypes as DT
 from pared.ir.dtypes import DType
 
+from .opinfo_qlinear import qlinear_ref, qlinear_samples
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -458,6 +460,7 @@ def _infos() -> list[OpInfo]:
     out += [OpInfo(n, binary(), tref(fn)) for n, fn in ARITH.items()]
     out += [OpInfo(n, binary((-3, 3), (-3, 3), ints=True), tref(fn)) for n, fn in COMPARE.items()]
     out += [OpInfo(n, _red_samples, lambda x, *, axes, keepdims, fn=fn: over_axes(fn, x, axes, keepdims)) for n, fn in REDUCE.items()]
+    out.append(OpInfo("qlinear", qlinear_samples, qlinear_ref, tol=4))
     return out
 
 

@@ -19,6 +19,7 @@ from pared.ir import dtypes as DT
 from pared.ir.ops.unary import erf
 
 from .opinfo import FLOAT_UNARY, OPINFOS, SIGNED_UNARY, arr
+from .opinfo_qlinear import QLINEAR_SYMBOLIC
 
 # Relative and absolute tolerance per output dtype: ~2 units in the last place for the narrow
 # formats (the reference rounds once from float64; so does the op), looser for accumulating f32.
@@ -180,6 +181,7 @@ SYMBOLIC = [
     ("dequantize", [t(S, 64, dt="i8"), t(S, 1)], {"dtype": "bf16"}, [t(S, 64, dt="bf16")]),
     ("fused", [t(B, S), t(S)], {"kind": "add_relu"}, [t(B, S)]),
 ]
+SYMBOLIC += QLINEAR_SYMBOLIC
 _FUSED_BODY = _region([t(B, S), t(S)], lambda b, x, y: [b.relu(b.add(x, y))])
 
 

@@ -359,3 +359,6 @@ def lower_reference(L, eqn: Eqn, i: int):
         raise NotImplementedError(f"no torch lowering and no reference implementation for {eqn.op}")
     return L.call(ReferenceCall(eqn), *(L.tensor(a) for a in eqn.inputs))
 
+
+
+from . import quantized  # noqa: E402,F401  (registers the qlinear rule: real int8/int4 CPU kernels)

@@ -9,6 +9,7 @@ from . import linalg  # noqa: F401
 from . import nn  # noqa: F401
 from . import opaque  # noqa: F401
 from . import pool  # noqa: F401
+from . import qops  # noqa: F401
 from . import quant  # noqa: F401
 from . import reduce  # noqa: F401
 from . import region  # noqa: F401

@@ -1,0 +1,331 @@
+"""torch lowering of ``qlinear`` onto torch's low-precision CPU/GPU kernels, with a cost model.
+
+Importing this module adds a ``qlinear`` entry to the torch backend's lowering table
+(:data:`pared.backends.torch.ops.LOWER`). Each quantized linear becomes one of:
+
+==============  ==============================================  ===========================================
+kernel          when                                            torch op
+==============  ==============================================  ===========================================
+``int4pack``    weight-only, <= 4 bits, any group (ragged last  ``aten._weight_int4pack_mm_for_cpu`` (K is
+                group: K is zero-padded), bf16/f32 activations  padded to a whole group; x padded at run time)
+``int8pack``    weight-only int8 per-channel symmetric          ``aten._weight_int8pack_mm``
+``int_mm``      W8A8 int8 (per-token dynamic or static x)       ``torch._int_mm`` (int8 x int8 -> int32)
+``dense``       anything else, or when measured slower          weights dequantized once; ``F.linear``
+==============  ==============================================  ===========================================
+
+The cost model is a measured micro-benchmark per weight shape: each candidate kernel and the
+dense fp32 ``F.linear`` are timed (best of 7) at M = 1 and M = 128 rows on random data, and a compressed
+kernel is used only when it is no slower than dense at both (a user never gets a slowdown
+silently). Every choice is recorded (:func:`kernel_choices`) and keeping dense where a
+quantized layer was asked for raises a warning that says so. ``use_kernels("compressed")``
+(a context manager) forces compressed kernels, e.g. to test their numerics.
+
+Numerics follow ``qlinear``'s reference: activations are read at ``act_dtype`` (bf16 for the
+fast int4/int8 weight-only paths); the kernels keep scales in the activation dtype, so outputs
+match the reference interpreter to bf16/f32 rounding, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+import warnings
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...ir.core import Eqn
+from ...ir.ops.qops import dequantize_weight, split_inputs
+from .dtypes import to_torch
+from .ops import LOWER
+
+POLICIES = ("fastest", "compressed", "dense")
+_POLICY: contextvars.ContextVar[str] = contextvars.ContextVar("pared_qlinear_kernels", default="fastest")
+PROBE_M = (1, 128)
+INT4_GROUPS = (32, 64, 128, 256)
+
+
+@contextlib.contextmanager
+def use_kernels(policy: str):
+    """Within the block, lower qlinear with the measured-fastest kernel (default), always a
+    compressed kernel where one applies, or always dense."""
+    if policy not in POLICIES:
+        raise ValueError(f"kernel policy must be one of {POLICIES}, got {policy!r}")
+    token = _POLICY.set(policy)
+    try:
+        yield
+    finally:
+        _POLICY.reset(token)
+
+
+# ---- the kernels (plain functions: FX calls them; Inductor can trace them) ---------------------
+
+
+def int4pack_linear(x, w_packed, scale_zeros, group_size: int, n: int, k_pad: int):
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]).to(scale_zeros.dtype)
+    if x2.shape[1] != k_pad:
+        x2 = F.pad(x2, (0, k_pad - x2.shape[1]))
+    out = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, w_packed, group_size, scale_zeros)
+    if out.shape[1] != n:
+        out = out[:, :n]
+    return out.to(x.dtype).reshape(*lead, n)
+
+
+def int8pack_linear(x, w, scales):
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]).to(scales.dtype)
+    if x2.shape[1] != w.shape[1]:  # K zero-padded to a multiple of 16 (the kernel crashes otherwise)
+        x2 = F.pad(x2, (0, w.shape[1] - x2.shape[1]))
+    out = torch._weight_int8pack_mm(x2, w, scales)
+    return out.to(x.dtype).reshape(*lead, w.shape[0])
+
+
+def int8_dynamic_linear(x, w_t, w_scale, act_scale: Optional[torch.Tensor] = None):
+    """Per-token (or static per-tensor) int8 activations times int8 weights, int32 accumulation."""
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    if act_scale is None:
+        s = x2.abs().amax(-1, keepdim=True) / 127.0
+        s = torch.where(s > 0, s, torch.ones_like(s))
+    else:
+        s = act_scale.float()
+    xq = torch.round(x2 / s).clamp_(-127, 127).to(torch.int8)
+    acc = torch._int_mm(xq, w_t)
+    return (acc.float() * s * w_scale).to(x.dtype).reshape(*lead, w_t.shape[1])
+
+
+def fp8_dynamic_linear(x, w, w_scale, act_scale: Optional[torch.Tensor] = None):
+    """fp8 e4m3 per-token activations times fp8 weights (emulated in fp32: no fast CPU fp8 GEMM)."""
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    if act_scale is None:
+        s = x2.abs().amax(-1, keepdim=True) / 448.0
+        s = torch.where(s > 0, s, torch.ones_like(s))
+    else:
+        s = act_scale.float()
+    xq = (x2 / s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn).float()
+    return (F.linear(xq, w) * s * w_scale).to(x.dtype).reshape(*lead, w.shape[0])
+
+
+def dense_linear(x, w, act_dtype: Optional[torch.dtype] = None):
+    if act_dtype is not None and act_dtype != x.dtype:
+        x = x.to(act_dtype).to(x.dtype)
+    return F.linear(x, w)
+
+
+# ---- weight preparation ----------------------------------------------------------------------
+
+
+def pack_int4(q: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray], group_size: Optional[int], dtype: torch.dtype):
+    """(packed weight, scale_and_zeros [K'/g, N, 2], g, K') for ``_weight_int4pack_mm_for_cpu``.
+
+    The kernel computes ``w = (u - 8) * s + z_t`` from unsigned nibbles u. Signed q (sym): u = q + 8,
+    z_t = 0. Unsigned q with zero point z: u = q and ``(q - z) * s = (u - 8) * s + (8 - z) * s``.
+    Per-channel scales are repeated over groups; a ragged last group is padded with u = 8 (the
+    matching activations are zero-padded, so the pad contributes nothing); N is padded to a
+    multiple of 16 with zero rows that the call slices off.
+    """
+    n, k = q.shape
+    signed = q.dtype == np.int8
+    if group_size is None:
+        g = next((c for c in reversed(INT4_GROUPS) if k % c == 0), INT4_GROUPS[-1])
+        reps = -(-k // g)
+        scale = np.repeat(scale, reps, axis=1)
+        zero = np.repeat(zero, reps, axis=1) if zero is not None else None
+    else:
+        g = group_size
+    groups = -(-k // g)
+    k_pad = groups * g
+    u = q.astype(np.int32) + (8 if signed else 0)
+    if k_pad != k:
+        u = np.concatenate([u, np.full((n, k_pad - k), 8, np.int32)], axis=1)
+    s = scale.astype(np.float32)
+    zt = np.zeros_like(s) if zero is None else (8.0 - zero.astype(np.float32)) * s
+    n_pad = -(-n // 16) * 16  # the packing wants N % 16 == 0: extra rows are sliced off the output
+    if n_pad != n:
+        u = np.concatenate([u, np.full((n_pad - n, k_pad), 8, np.int32)], axis=0)
+        s = np.concatenate([s, np.zeros((n_pad - n, groups), np.float32)], axis=0)
+        zt = np.concatenate([zt, np.zeros((n_pad - n, groups), np.float32)], axis=0)
+    sz = np.stack([s.T, zt.T], axis=-1)  # [groups, N, 2]
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.from_numpy(np.ascontiguousarray(u)), 8)
+    return packed, torch.from_numpy(np.ascontiguousarray(sz)).to(dtype), g, k_pad
+
+
+# ---- the cost model -------------------------------------------------------------------------
+
+
+def _time(fn: Callable, reps: int = 7) -> float:
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts)  # the minimum is robust to preemption on a shared machine
+
+
+def measure(candidate: Callable[[torch.Tensor], torch.Tensor], k: int, n: int, dtype=torch.float32) -> dict:
+    """{M: (candidate seconds, dense fp32 seconds)} for M in PROBE_M (the cost model's data)."""
+    w = torch.randn(n, k, dtype=dtype)
+    out = {}
+    with torch.no_grad():
+        for m in PROBE_M:
+            x = torch.randn(m, k, dtype=dtype)
+            out[m] = (_time(lambda x=x: candidate(x)), _time(lambda x=x: F.linear(x, w)))
+    return out
+
+
+class _Choices:
+    """Per-lowering cache of measurements and the list of decisions (kept on the Lowerer)."""
+
+    def __init__(self):
+        self.table: dict = {}
+        self.decisions: list[dict] = []
+
+
+def _choices(L) -> _Choices:
+    c = L.__dict__.get("_qlinear_choices")
+    if c is None:
+        c = L.__dict__["_qlinear_choices"] = _Choices()
+    return c
+
+
+KERNEL_PREFIXES = {"int4pack_": "int4pack", "int8pack_": "int8pack", "int_mm_": "int_mm", "dense_": "dense"}
+
+
+def kernel_choices(module) -> dict[str, int]:
+    """How many qlinears of a lowered module run on each kernel (read from its buffer names)."""
+    out: dict[str, int] = {}
+    for bname, _ in module.named_buffers():
+        for prefix, kernel in KERNEL_PREFIXES.items():
+            if bname.startswith(prefix):
+                out[kernel] = out.get(kernel, 0) + 1
+    return out
+
+
+# ---- the lowering rule -----------------------------------------------------------------------
+
+
+def _register(L, name: str, t: torch.Tensor):
+    return L._register(name, t.to(L.device) if t.device != L.device else t)
+
+
+def _weights(L, eqn: Eqn):
+    x, q, scale, zero, act_scale = split_inputs(list(eqn.inputs), eqn.attrs["act"])
+    get = lambda a: None if a is None else np.asarray(L.graph.weight(a.name))
+    return x, q, get(q), get(scale), get(zero), get(act_scale)
+
+
+def lower_qlinear(L, eqn: Eqn, i: int):
+    act, gs, act_dtype = eqn.attrs["act"], eqn.attrs["group_size"], eqn.attrs["act_dtype"]
+    x, q_atom, q, scale, zero, act_scale = _weights(L, eqn)
+    n, k = q.shape
+    xdt = to_torch(x.type.dtype)
+    name = q_atom.name
+    policy = _POLICY.get()
+    cpu = L.device.type == "cpu"
+    ch = _choices(L)
+    xv = L.value(x)
+
+    candidate = None  # (kernel name, builder of the fx call, a callable for measuring)
+    if act == "none" and cpu:
+        adt = to_torch(act_dtype) if act_dtype is not None else xdt
+        bits = q_atom.type.encoding.bits if q_atom.type.encoding is not None else q_atom.type.dtype.bits
+        if q_atom.type.dtype.is_int and bits <= 4 and adt in (torch.bfloat16, torch.float32):
+            packed, sz, g, k_pad = pack_int4(q, scale, zero, gs, adt)
+            fn = lambda xx: int4pack_linear(xx, packed, sz, g, n, k_pad)
+            candidate = ("int4pack", lambda: L.call(int4pack_linear, xv, _register(L, f"int4pack_{name}", packed),
+                                                     _register(L, f"qaux_sz_{name}", sz), g, n, k_pad), fn, (k, n, g, str(adt)))
+        elif q.dtype == np.int8 and zero is None and gs is None and adt in (torch.bfloat16, torch.float32):
+            k16 = -(-k // 16) * 16
+            wq = torch.from_numpy(np.ascontiguousarray(np.pad(q, ((0, 0), (0, k16 - k)))))
+            sc = torch.from_numpy(scale.reshape(-1).astype(np.float32)).to(adt)
+            fn = lambda xx: int8pack_linear(xx, wq, sc)
+            candidate = ("int8pack", lambda: L.call(int8pack_linear, xv, _register(L, f"int8pack_{name}", wq),
+                                                     _register(L, f"qaux_s_{name}", sc)), fn, (k, n, str(adt)))
+    elif act in ("dynamic", "static") and q.dtype == np.int8:
+        w_t = torch.from_numpy(np.ascontiguousarray(q.T))
+        ws = torch.from_numpy(scale.reshape(1, -1).astype(np.float32))
+        a_s = torch.tensor(float(act_scale), dtype=torch.float32) if act_scale is not None else None
+        fn = lambda xx: int8_dynamic_linear(xx, w_t, ws, a_s)
+
+        def build():
+            args = [xv, _register(L, f"int_mm_{name}", w_t), _register(L, f"qaux_s_{name}", ws)]
+            if a_s is not None:
+                args.append(_register(L, f"qaux_as_{name}", a_s))
+            return L.call(int8_dynamic_linear, *args)
+
+        candidate = ("int_mm", build, fn, (k, n, act))
+
+    if candidate is not None and policy != "dense":
+        kname, build, fn, key = candidate
+        use = policy == "compressed" or not cpu
+        timing = None
+        if not use:
+            if key not in ch.table:
+                ch.table[key] = measure(fn, k, n)
+            timing = ch.table[key]
+            use = all(c <= d for c, d in timing.values())
+        if use:
+            _record(L, ch, name, kname, timing, eqn)
+            return build()
+        _record(L, ch, name, "dense", timing, eqn, why=f"{kname} measured slower than dense fp32")
+    elif candidate is None and policy != "dense":
+        _record(L, ch, name, "dense", None, eqn, why="no compressed kernel for this layout on this device")
+    else:
+        _record(L, ch, name, "dense", None, eqn, why="policy=dense")
+    return _lower_dense(L, eqn, xv, q, scale, zero, act_scale, name)
+
+
+def _lower_dense(L, eqn, xv, q, scale, zero, act_scale, name):
+    act, gs, act_dtype = eqn.attrs["act"], eqn.attrs["group_size"], eqn.attrs["act_dtype"]
+    if act == "none":
+        w = torch.from_numpy(dequantize_weight(q, scale, zero, gs))
+        adt = to_torch(act_dtype) if act_dtype is not None else None
+        return L.call(dense_linear, xv, _register(L, f"dense_{name}", w), adt)
+    ws = torch.from_numpy(scale.reshape(1, -1).astype(np.float32))
+    a_s = torch.tensor(float(act_scale), dtype=torch.float32) if act_scale is not None else None
+    args = [xv]
+    if q.dtype == np.int8:  # int8 activations on a device without _int_mm: exact integers in fp32
+        w = torch.from_numpy(q.astype(np.float32))
+        args += [_register(L, f"dense_{name}", w), _register(L, f"qaux_s_{name}", ws)]
+        fn = _int8_emulated
+    else:
+        w = torch.from_numpy(q.astype(np.float32))
+        args += [_register(L, f"dense_{name}", w), _register(L, f"qaux_s_{name}", ws)]
+        fn = fp8_dynamic_linear
+    if a_s is not None:
+        args.append(_register(L, f"qaux_as_{name}", a_s))
+    return L.call(fn, *args)
+
+
+def _int8_emulated(x, w, w_scale, act_scale=None):
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    if act_scale is None:
+        s = x2.abs().amax(-1, keepdim=True) / 127.0
+        s = torch.where(s > 0, s, torch.ones_like(s))
+    else:
+        s = act_scale.float()
+    xq = torch.round(x2 / s).clamp_(-127, 127)
+    # |xq|, |q| <= 127: integer products summed in fp32 are exact up to K ~ 1000, close beyond
+    return (F.linear(xq, w) * s * w_scale).to(x.dtype).reshape(*lead, w.shape[0])
+
+
+def _record(L, ch: _Choices, name: str, kernel: str, timing, eqn, why: str = "") -> None:
+    row = {"weight": name, "kernel": kernel}
+    if timing:
+        row.update({f"M{m}_ratio": d / c for m, (c, d) in timing.items()})
+    if why:
+        row["why"] = why
+    ch.decisions.append(row)
+    if kernel == "dense" and why and why != "policy=dense":
+        shape = "x".join(str(d) for d in eqn.inputs[1].type.shape)
+        warnings.warn(f"pared: quantized linears of shape [{shape}] run dense on {L.device}: {why}", stacklevel=2)
+
+
+LOWER["qlinear"] = lower_qlinear

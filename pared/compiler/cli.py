@@ -1,0 +1,321 @@
+"""The ``pared`` command line: compress a model once, then inspect, evaluate, benchmark and export it.
+
+::
+
+    pared compress MODEL --recipe R [--calib TEXT|DATASET] --out DIR
+    pared inspect DIR            per-layer table and totals
+    pared eval DIR               quality against the dense source model
+    pared bench DIR              speed against the original (eager torch)
+    pared export DIR --format hf|int-quantized|pack-quantized --out DIR2
+    pared passes                 every registered pass with its options, and the presets
+    pared demo                   the `make demo` walk-through
+
+MODEL: a bundled name (``minilm``, ``smollm2``), a local Hugging Face folder, or ``module:factory``.
+R: a preset (``sparse-2:4``), a pipeline string (``sparsify{method=wanda,sparsity=0.5}``) or a
+YAML recipe file. Errors a user can fix are one line on stderr and exit status 2; an interrupted
+``compress`` (Ctrl-C, SIGTERM, a kill) never leaves a half-written output directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Optional, Sequence
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _user_errors() -> tuple:
+    from ..ir.errors import IRError
+    from ..passes.base import PassOptionError
+    from ..passes.calibrated import CalibrationError
+    from .artifact import ArtifactError
+    from .export import ExportError
+    from .instruments import PassError
+    from .models import ModelError
+    from .offline import RecipeError
+    from .pipeline import PipelineError
+    from .safetensors_io import SafetensorsError
+    from .textdata import TextDataError
+
+    return (ArtifactError, CalibrationError, ExportError, IRError, ModelError, PassError, PassOptionError, PipelineError,
+            RecipeError, SafetensorsError, TextDataError)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _default_calib() -> str:
+    from .textdata import TextDataError, wikipedia_path
+
+    try:
+        wikipedia_path()
+        return "wikipedia"
+    except TextDataError:
+        return "builtin"
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+
+def cmd_compress(a: argparse.Namespace) -> int:
+    from .artifact import check_output_dir
+    from .models import resolve_model
+    from .offline import compress_model, measure, parse_recipe, save_result
+    from .report import format_bytes
+    from .textdata import load_texts
+
+    check_output_dir(a.out, a.overwrite)  # fail before any work
+    parse_recipe(a.recipe)  # an unknown pass/key/option fails before the model loads
+    t0 = time.perf_counter()
+    _log(f"loading {a.model} ...")
+    lm = resolve_model(a.model, seq_len=a.seq_len)
+    calib = None if a.calib in ("none", "") else (a.calib or (_default_calib() if lm.tokenizer is not None else None))
+    _log(f"compressing {lm.name} ({type(lm.model).__name__}) with {a.recipe!r}")
+    result = compress_model(lm, a.recipe, calib, n_calib=a.n_calib, log=_log)
+    metrics = {}
+    if not a.no_eval:
+        eval_src = a.eval_text or (_default_calib() if lm.tokenizer is not None else "builtin")
+        _log(f"measuring quality on {eval_src!r}" + ("" if a.no_bench else " and speed"))
+        metrics = measure(result, load_texts(eval_src, split="evaluation") if lm.tokenizer is not None else [],
+                          n_eval=a.n_eval, bench=not a.no_bench)
+    metrics["seconds"] = {**{k: round(v, 3) for k, v in result.seconds.items()}, "total": round(time.perf_counter() - t0, 3)}
+    out = save_result(result, a.out, metrics, overwrite=a.overwrite)
+    size = metrics["size"]
+    print(f"wrote {out}  ({format_bytes(size['model_bytes_stored'])}, {size['compression_model']:.2f}x smaller than dense; "
+          f"layer weights {size['compression_layers']:.2f}x)")
+    if "quality" in metrics:
+        print("quality: " + ", ".join(f"{k}={_num(v)}" for k, v in metrics["quality"].items()))
+    if "speed" in metrics:
+        s = metrics["speed"]
+        print(f"speed: eager torch {s['eager_ms']:.1f} ms, pared {s['pared_compressed_ms']:.1f} ms "
+              f"({s['speedup_vs_eager']:.2f}x) on {s['input']}")
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _num(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from .artifact import load_artifact
+    from .report import format_table, format_totals, layer_table, totals
+
+    art = load_artifact(a.dir)
+    rows = layer_table(art.graph, art.report_rows, art.stored_bytes(),
+                       dense_bytes={k: v.get("dense_bytes") for k, v in art.manifest.get("tensors", {}).items()})
+    tot = totals(art.graph, rows, art.stored_bytes())
+    if a.json:
+        print(json.dumps({"manifest": {k: v for k, v in art.manifest.items() if k not in ("files", "tensors")},
+                          "layers": [r.as_dict() for r in rows], "totals": tot}, indent=1, default=str))
+        return 0
+    m = art.manifest
+    src = m.get("source", {})
+    print(f"artifact   {art.path}")
+    print(f"pared      {m.get('pared_version')} (format {m.get('format_version')}), created {m.get('created')}")
+    print(f"source     {src.get('model')} ({src.get('class')}, {src.get('parameters', '?')} params, sha256 {str(src.get('sha256'))[:16]}...)")
+    print(f"recipe     {art.recipe}")
+    print(f"graph      {len(art.graph.inputs)} inputs ({', '.join(art.input_names)}), {len(art.graph.eqns)} equations, "
+          f"{len(art.graph.params)} params")
+    print()
+    print(format_table(rows))
+    print()
+    print(format_totals(tot))
+    q = m.get("metrics", {}).get("quality")
+    if q:
+        print("quality at compress time: " + ", ".join(f"{k}={_num(v)}" for k, v in q.items()))
+    return 0
+
+
+def _source_model(art, seq_len: int):
+    from .models import resolve_model
+
+    src = art.source
+    name = src.get("model")
+    if not name:
+        raise ValueError("the artifact does not record its source model; eval/bench need it")
+    lm = resolve_model(name, seq_len=seq_len)
+    if src.get("sha256") and lm.sha256() != src["sha256"]:
+        _log(f"warning: source model {name!r} changed since the artifact was written (sha256 differs)")
+    return lm
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from .artifact import load_artifact
+    from .textdata import load_texts
+
+    art = load_artifact(a.dir)
+    lm = _source_model(art, a.seq_len)
+    fn = art.compile(a.backend)
+    texts = load_texts(a.text or (_default_calib() if lm.tokenizer is not None else "builtin"), split="evaluation")
+    q = lm.quality(lambda ins: fn(*ins) if a.backend == "torch" else fn(*[x.numpy() for x in ins]), texts, n=a.n)
+    print(json.dumps({"artifact": str(art.path), "backend": a.backend, "recipe": art.recipe, "quality": q}, indent=1))
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    import torch
+
+    from .artifact import load_artifact
+    from .offline import bench_inputs, time_fn
+    from .textdata import load_texts
+
+    art = load_artifact(a.dir)
+    lm = _source_model(art, a.seq_len)
+    texts = load_texts(_default_calib() if lm.tokenizer is not None else "builtin", split="evaluation")
+    kw = bench_inputs(lm, texts, batch=a.batch, seq_len=a.seq_len)
+    ins = lm.graph_inputs(kw)
+    fn = art.compile(a.backend)
+    call = (lambda: fn(*ins)) if a.backend == "torch" else (lambda: fn(*[x.numpy() for x in ins]))
+    with torch.no_grad():
+        eager = time_fn(lambda: lm.model(**kw), repeat=a.repeat)
+    comp = time_fn(call, repeat=a.repeat)
+    print(f"input {({k: list(v.shape) for k, v in kw.items()})}, {torch.get_num_threads()} threads")
+    print(f"{'original (eager torch)':<28}{eager:>10.2f} ms")
+    print(f"{'pared artifact (' + a.backend + ')':<28}{comp:>10.2f} ms   {eager / comp:.2f}x")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .artifact import load_artifact
+    from .export import export
+
+    art = load_artifact(a.dir)
+    out = export(art, a.out, a.format, overwrite=a.overwrite)
+    print(f"wrote {out} ({a.format})")
+    return 0
+
+
+def describe_pass(cls) -> list[str]:
+    doc = (cls.__doc__ or "").strip().splitlines()
+    lines = [f"{cls.name}: {doc[0] if doc else ''}"]
+    hints = typing.get_type_hints(cls)
+    from ..passes.base import describe_type
+
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
+        lines.append(f"    {f.name:<18} {describe_type(hints[f.name]):<36} default {default!r}")
+    return lines
+
+
+def cmd_passes(a: argparse.Namespace) -> int:
+    from ..passes.base import available_passes, get_pass
+    from .presets import PLANNED, PRESETS, register_builtin_passes
+
+    register_builtin_passes()
+    for name in available_passes():
+        print("\n".join(describe_pass(get_pass(name))))
+    print("\npresets:")
+    for k, v in PRESETS.items():
+        print(f"    {k:<16} {v}")
+    if PLANNED:
+        print("planned presets (their passes are not registered yet):")
+        for k, v in PLANNED.items():
+            print(f"    {k:<16} {v}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .. import demo
+
+    return demo.main([] if a.fast is False else ["--fast"])
+
+
+# --- argument parsing ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pared", description="pared: compress a model once, save it, load it anywhere.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("compress", help="compress MODEL with a recipe and save the artifact")
+    c.add_argument("model", metavar="MODEL", help="bundled name (minilm, smollm2), HF folder, or module:factory")
+    c.add_argument("--recipe", "-r", required=True, help="preset, pipeline string, or YAML recipe file")
+    c.add_argument("--calib", help="calibration text: 'wikipedia', 'builtin', a text file, literal text, or 'none' "
+                                   "(default: wikipedia when installed)")
+    c.add_argument("--n-calib", type=int, default=32, help="calibration samples (sentences or windows)")
+    c.add_argument("--out", "-o", required=True, help="output artifact directory")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing artifact at --out")
+    c.add_argument("--eval-text", help="evaluation text source (default: the held-out half of wikipedia)")
+    c.add_argument("--n-eval", type=int, default=64)
+    c.add_argument("--seq-len", type=int, default=128)
+    c.add_argument("--no-eval", action="store_true", help="skip the quality and speed measurement")
+    c.add_argument("--no-bench", action="store_true", help="skip the speed measurement")
+    c.set_defaults(fn=cmd_compress)
+
+    i = sub.add_parser("inspect", help="per-layer table and totals of an artifact")
+    i.add_argument("dir")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(fn=cmd_inspect)
+
+    e = sub.add_parser("eval", help="quality of an artifact against its dense source model")
+    e.add_argument("dir")
+    e.add_argument("--backend", default="torch", choices=("torch", "reference", "xla"))
+    e.add_argument("--text", help="evaluation text source")
+    e.add_argument("-n", type=int, default=64, help="sentences (encoders) or 8x windows (causal LMs)")
+    e.add_argument("--seq-len", type=int, default=128)
+    e.set_defaults(fn=cmd_eval)
+
+    b = sub.add_parser("bench", help="speed of an artifact against the original model")
+    b.add_argument("dir")
+    b.add_argument("--backend", default="torch", choices=("torch", "reference", "xla"))
+    b.add_argument("--batch", type=int, default=8)
+    b.add_argument("--seq-len", type=int, default=128)
+    b.add_argument("--repeat", type=int, default=10)
+    b.set_defaults(fn=cmd_bench)
+
+    x = sub.add_parser("export", help="export an artifact: HF checkpoint (dense) or compressed-tensors")
+    x.add_argument("dir")
+    x.add_argument("--format", "-f", required=True, choices=("hf", "int-quantized", "pack-quantized"))
+    x.add_argument("--out", "-o", required=True)
+    x.add_argument("--overwrite", action="store_true")
+    x.set_defaults(fn=cmd_export)
+
+    ps = sub.add_parser("passes", help="list every pass with its options, and the presets")
+    ps.set_defaults(fn=cmd_passes)
+
+    d = sub.add_parser("demo", help="compress all-MiniLM-L6-v2 and report quality, size and speed")
+    d.add_argument("--fast", action="store_true", help="fewer samples (for tests)")
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        previous = signal.signal(signal.SIGTERM, _sigterm)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        extra = f"; {args.out} was not written" if getattr(args, "out", None) and not Path(args.out).exists() else ""
+        _log(f"pared {args.command}: interrupted{extra}")
+        return EXIT_INTERRUPTED
+    except _user_errors() as e:
+        _log(f"pared {args.command}: error: {e}")
+        return EXIT_USER_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""GQSA-style sparse + quantized weights: group sparsity, then GPTQ int4 of the kept weights.
+
+Each row of W [N, K] is cut into blocks of ``block`` consecutive input channels; a block's score is
+Wanda's ``sum_j (|W_ij| * ||X_j||)^2`` over its channels (||X_j|| from the Hessian diagonal), and
+the lowest-scoring ``sparsity`` fraction of blocks per row is zeroed (structured, so a kernel
+skips whole blocks). The kept weights are then quantized with GPTQ, whose updates keep the
+pruned blocks at zero (GQSA, Zeng et al., 2025: "W4S50%" = 4-bit weights, 50% group sparsity).
+Bytes reported: kept values at ``bits`` + one mask bit per block + scales/zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+
+from ...ir import Graph
+from ..base import Pass, register_pass
+from ..context import PassContext
+from .gptq import gptq_quantize, reconstruction_error
+from .linears import QuantizedWeight, apply_quantized, find_linears, select
+from .rtn import make_scheme, skip_ignored
+from .scheme import QuantizationError, check_weight
+
+
+def group_prune(w: np.ndarray, h: np.ndarray, block: int, sparsity: float) -> np.ndarray:
+    """``w`` with the lowest-scoring ``sparsity`` fraction of [1, block] blocks of each row zeroed."""
+    n, k = w.shape
+    if k % block:
+        raise QuantizationError(f"gqsa: block {block} does not divide the input width {k}")
+    norms = np.sqrt(np.maximum(np.diag(h), 0.0))
+    score = ((np.abs(w) * norms[None, :]) ** 2).reshape(n, k // block, block).sum(-1)
+    drop = int(round(sparsity * (k // block)))
+    order = np.argsort(score, axis=1, kind="stable")[:, :drop]
+    mask = np.ones((n, k // block), bool)
+    np.put_along_axis(mask, order, False, axis=1)
+    return w * np.repeat(mask, block, axis=1)
+
+
+@register_pass("gqsa")
+@dataclass(frozen=True)
+class GQSA(Pass):
+    """Group sparsity (per-row blocks) followed by GPTQ of the kept weights.
+
+    Options:
+        sparsity: fraction of blocks removed per row.
+        block: block width (input channels).
+        weights, group, scheme: the quantization of the kept weights (as for ``gptq``).
+        act_order, damp: GPTQ options.
+        ignore, targets: regexes of weight names to skip / to compress.
+    """
+
+    sparsity: float = 0.5
+    block: int = 16
+    weights: str = "uint4"
+    group: Optional[int] = 64
+    scheme: Literal["sym", "asym", "auto"] = "auto"
+    act_order: bool = False
+    damp: float = 0.01
+    ignore: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"gqsa sparsity must be in [0, 1), got {self.sparsity}")
+        make_scheme(self.weights, self.group, self.scheme)
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        from ..calibrated import CalibrationRequest, Rewrite, calibrate, find_weight_sites
+
+        scheme = make_scheme(self.weights, self.group, self.scheme)
+        sites, ignored = select(find_linears(graph), self.ignore, self.targets)
+        skip_ignored(ctx, self.name, ignored)
+        idx = {s.index for s in sites}
+        wsites = [ws for ws in find_weight_sites(graph) if ws.index in idx]
+
+        def rewrite(ws, w, stats):
+            w2 = ws.weight_matrix(w).astype(np.float32)
+            why = check_weight(ws.param, w2, scheme)
+            if why is None and w2.shape[1] % self.block:
+                why = f"block {self.block} does not divide the input width {w2.shape[1]}"
+            if why:
+                ctx.report.add(self.name, ws.param, skipped=why)
+                return None
+            pruned = group_prune(w2, stats.hessian, self.block, self.sparsity)
+            q, s, z, dq = gptq_quantize(pruned, stats.hessian, scheme, act_order=self.act_order, damp=self.damp,
+                                        keep_zeros=True)
+            return Rewrite(ws.from_matrix(dq), info={"q": q, "scale": s, "zero": z, "err": reconstruction_error(w2, dq, stats.hessian),
+                                                     "density": float((pruned != 0).mean())})
+
+        result = calibrate(graph, ctx, CalibrationRequest(self.name, wsites, lambda s: ("hessian",), rewrite))
+
+        def solve(site, w):
+            rw = result.rewrites.get(site.name)
+            if rw is None:
+                return None
+            i = rw.info
+            n, k = i["q"].shape
+            kept_bytes = math.ceil(n * k * (1 - self.sparsity) * scheme.bits / 8) + math.ceil(n * k / self.block / 8)
+            return QuantizedWeight(i["q"], i["scale"], i["zero"], scheme.q_type(n, k), scheme.group_size,
+                                   fields={"recon_err": i["err"], "density": i["density"], "block": self.block,
+                                           "bytes_sparse_packed": kept_bytes + i["scale"].nbytes * (2 if i["zero"] is not None else 1)})
+
+        by_index = {s.index: s for s in find_linears(result.graph)}
+        return apply_quantized(result.graph, ctx, self.name, [by_index[s.index] for s in sites if s.index in by_index], solve)
