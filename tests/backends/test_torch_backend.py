@@ -166,3 +166,25 @@ def test_triton_target_without_gpu_is_a_clear_error():
     m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU())
     with pytest.raises(TritonUnavailableError, match="target='torch'"):
         compress_torch(m, (torch.randn(2, 8),), recipe="fuse", target="triton")
+
+
+def test_densify_nm_lowers_to_scatter():
+    import numpy as np
+
+    import pared.ir as I
+    from pared.backends.reference import run_graph
+    from pared.backends.torch import lower
+    from pared.ir.ops.sparse import pack_nm
+
+    g = np.random.default_rng(0).standard_normal((6, 4, 4)).astype(np.float32)
+    np.put_along_axis(g, np.argsort(np.abs(g), -1)[..., :2], 0.0, -1)  # keep the 2 largest of every 4
+    values, idx = pack_nm(g.reshape(6, 16), 2, 4)
+    b = I.GraphBuilder()
+    v = b.param("w.values", values)
+    i = b.param("w.indices", idx)
+    x = b.input([3, 16])
+    g = b.build(b.dot_general(x, b.densify_nm(v, i, n=2, m=4), contract=((1,), (1,))))
+    xs = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)
+    (ref,) = run_graph(g, [xs])
+    (out,) = lower(g)(torch.from_numpy(xs))
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-6, atol=1e-6)

@@ -183,3 +183,16 @@ def test_qlinear_matches_reference(case):
     (ref,) = run_graph(g, [xv])
     out = lower(g)(graph_params(g), xv)
     np.testing.assert_allclose(np.asarray(out[0] if isinstance(out, (tuple, list)) else out), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_densify_nm_matches_reference():
+    from pared.ir import dtypes as DT
+    from tests.ir.opinfo_sparse import densify_nm_samples
+
+    for sample in densify_nm_samples(DT.f32, np.random.default_rng(0)):
+        (vt, v), (it, idx) = sample.args
+        b = GraphBuilder()
+        x = b.input(list(v.shape), vt)
+        i = b.input(list(idx.shape), it)
+        g = b.build(b.densify_nm(x, i, **sample.attrs))
+        _run_both(g, [v, idx], atol=0)

@@ -21,6 +21,7 @@ from pared.ir import dtypes as DT
 from pared.ir.dtypes import DType
 
 from .opinfo_qlinear import qlinear_ref, qlinear_samples
+from .opinfo_sparse import densify_nm_ref, densify_nm_samples
 
 
 @dataclass(frozen=True)
@@ -461,6 +462,7 @@ def _infos() -> list[OpInfo]:
     out += [OpInfo(n, binary((-3, 3), (-3, 3), ints=True), tref(fn)) for n, fn in COMPARE.items()]
     out += [OpInfo(n, _red_samples, lambda x, *, axes, keepdims, fn=fn: over_axes(fn, x, axes, keepdims)) for n, fn in REDUCE.items()]
     out.append(OpInfo("qlinear", qlinear_samples, qlinear_ref, tol=4))
+    out.append(OpInfo("densify_nm", densify_nm_samples, densify_nm_ref))
     return out
 
 

@@ -182,6 +182,9 @@ SYMBOLIC = [
     ("fused", [t(B, S), t(S)], {"kind": "add_relu"}, [t(B, S)]),
 ]
 SYMBOLIC += QLINEAR_SYMBOLIC
+SYMBOLIC += [
+    ("densify_nm", [tensor((B, 6)), tensor((B, 6), "u8")], {"n": 2, "m": 4}, [tensor((B, 12))]),
+]
 _FUSED_BODY = _region([t(B, S), t(S)], lambda b, x, y: [b.relu(b.add(x, y))])
 
 

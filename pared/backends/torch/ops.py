@@ -316,6 +316,19 @@ def _opaque(L, eqn, i):
     return L.call(L.opaque[target], *(L.tensor(a) for a in eqn.inputs))
 
 
+def _densify_nm_torch(values, indices, n: int, m: int):
+    lead, groups = values.shape[:-1], values.shape[-1] // n
+    out = values.new_zeros(*lead, groups, m)
+    out.scatter_(-1, indices.reshape(*lead, groups, n).long(), values.reshape(*lead, groups, n))
+    return out.reshape(*lead, groups * m)
+
+
+@lowers("densify_nm")
+def _densify_nm(L, eqn, i):
+    v, idx = (L.tensor(a) for a in eqn.inputs)
+    return L.call(_densify_nm_torch, v, idx, eqn.attrs["n"], eqn.attrs["m"])
+
+
 @lowers("fused")
 def _fused(L, eqn, i):
     """A fused region's body is lowered inline, op by op (torch/Inductor fuse on their own; the

@@ -378,6 +378,17 @@ def _dequantize(eqn, q, scale, *zero):
     return v * _expand_groups(scale, q.shape, a["group_axis"], a["group_size"]).astype(out)
 
 
+@lowers("densify_nm")
+def _densify_nm(eqn, values, indices):
+    jnp = _jnp()
+    n, m = eqn.attrs["n"], eqn.attrs["m"]
+    lead, groups = values.shape[:-1], values.shape[-1] // n
+    out = jnp.zeros((*lead, groups, m), values.dtype)
+    idx = indices.reshape(*lead, groups, n).astype(jnp.int32)
+    out = jnp.put_along_axis(out, idx, values.reshape(*lead, groups, n), axis=-1, inplace=False)
+    return out.reshape(*lead, groups * m)
+
+
 # --- regions and the fallback -----------------------------------------------------------------
 
 

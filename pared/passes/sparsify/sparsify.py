@@ -1,0 +1,185 @@
+"""The ``sparsify`` pass: magnitude, random, Wanda or SparseGPT masks, optional DSnoT refinement.
+
+    sparsify{method=sparsegpt,sparsity=0.5}
+    sparsify{method=wanda,pattern=2:4,dsnot=true}
+    sparsify{method=magnitude,sparsity=0.7,granularity=global,targets=mlp}
+
+The result keeps dense-valued weights whose param type carries a ``Sparse`` encoding promising
+the zero pattern (``nm`` with the input axis, ``block``, or ``bitmask``); ``sparsify_pack`` turns
+them into packed values + metadata for backends with sparse kernels. Data-aware methods (wanda,
+sparsegpt, dsnot) run through the calibration engine, sequentially: each layer is pruned on the
+activations of the already-pruned layers before it. With calibration data every method reports
+the layer's relative reconstruction error ||WX - W'X|| / ||WX||.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+
+from ...ir import Graph
+from ..base import Pass, register_pass
+from ..calibrated import (
+    CalibrationError,
+    CalibrationRequest,
+    Rewrite,
+    calibrate,
+    check_finite_weights,
+    relative_error,
+    retype_params,
+)
+from ..context import PassContext
+from .dsnot import dsnot as dsnot_refine
+from .magnitude import global_thresholds, select
+from .pattern import parse_pattern
+from .random import erk_densities, random_scores
+from .sparsegpt import sparsegpt
+from .targets import select_sites
+from .wanda import wanda_scores
+
+METHODS = ("magnitude", "random", "wanda", "sparsegpt")
+DATA_AWARE = ("wanda", "sparsegpt")
+
+
+@register_pass("sparsify")
+@dataclass(frozen=True)
+class Sparsify(Pass):
+    """Prune weights of dot_general/conv layers.
+
+    Options:
+        method: magnitude | random | wanda | sparsegpt.
+        sparsity: fraction of weights zeroed, in [0, 1) (default 0.5; fixed by N:M patterns).
+        pattern: ``unstructured``, ``N:M`` (N kept per M along the input axis) or ``block:RxC``.
+        granularity: where unstructured scores compete: ``layer``, ``row`` (per output), or
+            ``global`` (magnitude/random only). Default: row for wanda, layer otherwise.
+        distribution: random only: ``uniform`` ratio per layer or ``erk``.
+        targets / exclude: regexes over param names (empty: every dot/conv weight).
+        skip_embeddings: leave embeddings and the LM head (also when tied) dense.
+        dsnot: refine the mask with DSnoT prune-and-grow (needs calibration).
+        dsnot_cycles: maximum swaps per row.
+        damp: SparseGPT dampening, as a fraction of the mean Hessian diagonal.
+        blocksize: SparseGPT lazy-update block (columns).
+        sequential: calibrate each layer on the already-pruned model (else on the dense one).
+        seed: random method seed.
+    """
+
+    method: Literal["magnitude", "random", "wanda", "sparsegpt"] = "magnitude"
+    sparsity: Optional[float] = None
+    pattern: str = "unstructured"
+    granularity: Optional[Literal["layer", "row", "global"]] = None
+    distribution: Literal["uniform", "erk"] = "uniform"
+    targets: str = ""
+    exclude: str = ""
+    skip_embeddings: bool = True
+    dsnot: bool = False
+    dsnot_cycles: int = 50
+    damp: float = 0.01
+    blocksize: int = 128
+    sequential: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        pat = parse_pattern(self.pattern)  # raises on N >= M, bad syntax
+        s = self.sparsity
+        if s is not None and not (isinstance(s, (int, float)) and 0.0 <= s < 1.0):
+            raise ValueError(f"sparsity={s!r} must be in [0, 1)")
+        if pat.kind == "nm" and s is not None and abs(s - (1 - pat.density)) > 1e-9:
+            raise ValueError(f"sparsity={s} contradicts pattern {pat} (which prunes {1 - pat.density:g}); give one of them")
+        if self.granularity == "global" and self.method not in ("magnitude", "random"):
+            raise ValueError(f"granularity=global is for magnitude/random, not {self.method}")
+        if self.granularity is not None and pat.kind != "unstructured":
+            raise ValueError(f"granularity applies to unstructured sparsity, not pattern {pat}")
+        if self.method == "sparsegpt" and pat.kind == "block":
+            raise ValueError("sparsegpt supports unstructured and N:M patterns, not blocks")
+        if self.dsnot and pat.kind == "block":
+            raise ValueError("dsnot refines unstructured and N:M masks, not blocks")
+        if self.blocksize < 1 or self.dsnot_cycles < 0 or self.damp < 0:
+            raise ValueError("blocksize must be >= 1, dsnot_cycles >= 0 and damp >= 0")
+
+    @property
+    def target_sparsity(self) -> float:
+        pat = parse_pattern(self.pattern)
+        if pat.kind == "nm":
+            return 1.0 - pat.density
+        return 0.5 if self.sparsity is None else float(self.sparsity)
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        pat = parse_pattern(self.pattern)
+        sparsity = self.target_sparsity
+        granularity = self.granularity or ("row" if self.method == "wanda" else "layer")
+        sites, skipped = select_sites(graph, self.targets, self.exclude, self.skip_embeddings)
+        # every check before any work: shapes against the pattern, finite weights, data present
+        for s in sites:
+            pat.check_shape(*s.shape2d, where=f"{self.name}: layer {s.param!r}")
+        check_finite_weights(graph, [s.param for s in sites], self.name)
+        needs_data = self.method in DATA_AWARE or self.dsnot
+        has_data = ctx.calibration is not None
+        if needs_data and not has_data:
+            what = self.method if self.method in DATA_AWARE else "dsnot"
+            raise CalibrationError(f"{self.name}: {what} needs calibration data (calibration=[batches...]); none was given")
+        for name, why in skipped:
+            ctx.report.add(self.name, name, skipped=why)
+        if not sites or sparsity == 0.0:
+            return graph
+
+        pre = self._data_free_masks(graph, sites, pat, sparsity, granularity) if self.method in ("magnitude", "random") else {}
+        rows: dict[str, dict] = {}
+
+        def rewrite(site, w, stats):
+            w2 = site.weight_matrix(w).astype(np.float32)
+            h = stats.get("hessian")
+            if self.method in ("magnitude", "random"):
+                keep = pre[site.param]
+                new = w2 * keep
+            elif self.method == "wanda":
+                keep = select(wanda_scores(w2, stats["norms"]), pat, sparsity, granularity)
+                new = w2 * keep
+            else:
+                new, keep = sparsegpt(w2, h, sparsity, pat.n, pat.m, self.blocksize, self.damp)
+            info = {}
+            if self.dsnot:
+                err0 = relative_error(w2, new, h)
+                new, keep, swaps = dsnot_refine(w2, new, keep, h, n=pat.n, m=pat.m, cycles=self.dsnot_cycles)
+                info.update(dsnot_swaps=swaps, error_before_dsnot=err0)
+            row = dict(method=self.method + ("+dsnot" if self.dsnot else ""), pattern=str(pat),
+                       sparsity=float(1.0 - keep.mean()), shape=f"{w2.shape[0]}x{w2.shape[1]}")
+            if h is not None:
+                row["error"] = relative_error(w2, new, h)
+            row.update(info)
+            rows[site.param] = row
+            enc = pat.encoding(site.in_axis, site.type.rank)
+            return Rewrite(site.from_matrix(new).astype(w.dtype), site.type.with_(encoding=enc))
+
+        if has_data:
+            stats = ("hessian", "norms") if self.method == "wanda" else ("hessian",)
+            req = CalibrationRequest(self.name, sites, lambda s: stats, rewrite, sequential=self.sequential)
+            out = calibrate(graph, ctx, req).graph
+        else:
+            updates, types = {}, {}
+            for s in sites:
+                w = np.asarray(graph.weight(s.param))
+                rw = rewrite(s, w, {})
+                updates[s.param], types[s.param] = rw.value, rw.type
+            out = retype_params(graph.with_weights(updates), types)
+        for s in sites:
+            if s.param in rows:
+                ctx.report.add(self.name, s.param, **rows[s.param])
+        return out
+
+    def _data_free_masks(self, graph, sites, pat, sparsity, granularity) -> dict[str, np.ndarray]:
+        mats = {s.param: np.abs(site_matrix(graph, s)) for s in sites}
+        if self.method == "random":
+            mats = {k: random_scores(v.shape, self.seed, k) for k, v in mats.items()}
+        if pat.kind == "unstructured" and granularity == "global":
+            t = global_thresholds(list(mats.values()), sparsity)
+            return {k: v > t for k, v in mats.items()}
+        ratios = {k: sparsity for k in mats}
+        if self.method == "random" and self.distribution == "erk" and pat.kind == "unstructured":
+            ratios = {k: 1.0 - d for k, d in erk_densities({k: v.shape for k, v in mats.items()}, sparsity).items()}
+        return {k: select(v, pat, ratios[k], granularity) for k, v in mats.items()}
+
+
+def site_matrix(graph: Graph, site) -> np.ndarray:
+    return site.weight_matrix(graph.weight(site.param)).astype(np.float32)

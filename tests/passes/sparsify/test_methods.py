@@ -1,0 +1,115 @@
+"""Known answers for the mask and weight-update algorithms on single layers (no graph)."""
+
+import numpy as np
+import pytest
+
+from pared.passes.calibrated import relative_error
+from pared.passes.sparsify.dsnot import dsnot
+from pared.passes.sparsify.magnitude import keep_nm, keep_top, keep_top_rows, select
+from pared.passes.sparsify.pattern import parse_pattern
+from pared.passes.sparsify.random import erk_densities
+from pared.passes.sparsify.sparsegpt import sparsegpt
+from pared.passes.sparsify.wanda import wanda_scores
+
+from .layers import correlated, hessian
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4), (3, 8), (1, 2), (5, 16)])
+def test_nm_mask_exactly_n_per_group(n, m):
+    scores = RNG.standard_normal((12, m * 6))
+    keep = keep_nm(scores, n, m)
+    assert (keep.reshape(12, 6, m).sum(-1) == n).all()
+    # the kept ones are the largest of their group
+    g = scores.reshape(12, 6, m)
+    kept_min = np.where(keep.reshape(g.shape), g, np.inf).min(-1)
+    dropped_max = np.where(~keep.reshape(g.shape), g, -np.inf).max(-1)
+    assert (kept_min >= dropped_max).all()
+
+
+def test_magnitude_counts_layer_and_row():
+    s = RNG.standard_normal((10, 20))
+    assert keep_top(s, 70).sum() == 70
+    k = keep_top_rows(s, 7)
+    assert (k.sum(1) == 7).all()
+    assert select(np.abs(s), parse_pattern("unstructured"), 0.5, "layer").sum() == 100
+
+
+def test_magnitude_keeps_largest():
+    w = np.array([[0.1, -3.0, 2.0, 0.5]])
+    assert select(np.abs(w), parse_pattern("2:4"), 0.5, "row").tolist() == [[False, True, True, False]]
+
+
+def test_wanda_scales_by_input_norm():
+    w = np.array([[1.0, 1.0]])
+    assert wanda_scores(w, np.array([1.0, 3.0])).tolist() == [[1.0, 3.0]]
+    assert select(wanda_scores(w, np.array([1.0, 3.0])), parse_pattern("unstructured"), 0.5, "row").tolist() == [[False, True]]
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4", "4:8"])
+def test_sparsegpt_beats_magnitude_and_wanda_on_correlated_inputs(pattern):
+    pat = parse_pattern(pattern)
+    x = correlated(n_batches=4, rows=128, d=64)
+    h = hessian(x)
+    w = RNG.standard_normal((48, 64)).astype(np.float32)
+    norms = np.sqrt(np.diag(h))
+    mag = w * select(np.abs(w), pat, 0.5, "layer")
+    wan = w * select(wanda_scores(w, norms), pat, 0.5, "row")
+    sg, keep = sparsegpt(w, h, 0.5, pat.n, pat.m)
+    e_mag, e_wan, e_sg = (relative_error(w, v, h) for v in (mag, wan, sg))
+    assert e_sg < e_wan < e_mag
+    assert e_sg < 0.8 * e_mag
+    assert abs(keep.mean() - 0.5) < 1e-9 and ((sg != 0) <= keep).all()
+    if pat.kind == "nm":
+        assert (keep.reshape(48, -1, pat.m).sum(-1) == pat.n).all()
+
+
+def test_sparsegpt_exact_with_zero_sparsity_and_dead_channels():
+    x = correlated(n_batches=2, rows=64, d=16)
+    x = [b.copy() for b in x]
+    for b in x:
+        b[:, 3] = 0.0  # a dead input channel: its weights are dropped, harmlessly
+    h = hessian(x)
+    w = RNG.standard_normal((8, 16)).astype(np.float32)
+    out, keep = sparsegpt(w, h, 0.0)
+    assert relative_error(w, out, h) < 1e-5
+    assert (out[:, 3] == 0).all()
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+@pytest.mark.parametrize("start", ["magnitude", "wanda", "sparsegpt"])
+def test_dsnot_never_increases_error_and_keeps_counts(pattern, start):
+    pat = parse_pattern(pattern)
+    x = correlated(n_batches=4, rows=128, d=64, seed=3)
+    h = hessian(x)
+    w = RNG.standard_normal((32, 64)).astype(np.float32)
+    if start == "sparsegpt":
+        w0, keep0 = sparsegpt(w, h, 0.5, pat.n, pat.m)
+    else:
+        sc = np.abs(w) if start == "magnitude" else wanda_scores(w, np.sqrt(np.diag(h)))
+        keep0 = select(sc, pat, 0.5, "row")
+        w0 = w * keep0
+    w1, keep1, swaps = dsnot(w, w0, keep0, h, n=pat.n, m=pat.m, cycles=30)
+    e0, e1 = relative_error(w, w0, h), relative_error(w, w1, h)
+    assert e1 <= e0 + 1e-9
+    assert (keep1.sum(1) == keep0.sum(1)).all()
+    if pat.kind == "nm":
+        assert (keep1.reshape(32, -1, pat.m).sum(-1) == pat.n).all()
+    assert ((w1 != 0) <= keep1).all()
+    if start != "sparsegpt":
+        assert swaps > 0 and e1 < e0
+
+
+def test_erk_densities_hit_the_budget_and_favour_small_layers():
+    shapes = {"a": (64, 64), "b": (512, 64), "tiny": (4, 4)}
+    d = erk_densities(shapes, 0.8)
+    kept = sum(d[k] * np.prod(s) for k, s in shapes.items())
+    assert kept == pytest.approx(0.2 * sum(np.prod(s) for s in shapes.values()))
+    assert d["tiny"] == 1.0 and d["a"] > d["b"]
+
+
+@pytest.mark.parametrize("bad", ["4:4", "5:4", "0:4", "2-4", "block:0x4"])
+def test_bad_patterns(bad):
+    with pytest.raises(ValueError):
+        parse_pattern(bad)
