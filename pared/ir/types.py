@@ -81,6 +81,18 @@ class TensorType:
         return D.prod(self.shape)
 
     @property
+    def quant(self) -> Optional[Quant]:
+        """The quantization part of the encoding (also inside a SparseQuant), or None."""
+        e = self.encoding
+        return e.quant if isinstance(e, SparseQuant) else e if isinstance(e, Quant) else None
+
+    @property
+    def sparse(self) -> Optional[Sparse]:
+        """The sparsity part of the encoding (also inside a SparseQuant), or None."""
+        e = self.encoding
+        return e.sparse if isinstance(e, SparseQuant) else e if isinstance(e, Sparse) else None
+
+    @property
     def symbols(self) -> frozenset[str]:
         out: set[str] = set()
         for d in self.shape:

@@ -172,3 +172,11 @@ def test_region_reads_outer_values():
     a = r.input([4])
     body = r.build(r.add(a, x))  # closure capture of x
     I.verify(b.build(b.fused(x, kind="elementwise", regions=[body])))
+
+
+def test_encoding_parts():
+    sq = I.SparseQuant(I.Sparse("nm", 2, 4), I.Quant(4))
+    t = I.TensorType((8, 8), "i4", sq)
+    assert t.quant == I.Quant(4) and t.sparse == I.Sparse("nm", 2, 4)
+    assert I.TensorType((8, 8), "i4", I.Quant(4)).sparse is None
+    assert I.TensorType((8, 8), "f32").quant is None
