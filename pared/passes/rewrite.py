@@ -110,6 +110,11 @@ class RewriteView:
             view = view._parent
         return None
 
+    @property
+    def in_region(self) -> bool:
+        """Whether the equation being rewritten is inside a region body (e.g. of a ``fused`` op)."""
+        return self._parent is not None
+
     def uses(self, atom: Atom) -> int:
         """How many equation inputs and graph outputs read ``atom`` (kept up to date as rules fire)."""
         return self._uses.get(atom, 0) if isinstance(atom, Var) else 0

@@ -56,6 +56,8 @@ CASES = {
     "broadcast_middle": case(lambda b, x: b.op("broadcast_in_dim", x, shape=(2, 3, 4), dims=(0, 2)), f32(2, 4)),
     "take_embedding": case(lambda b, i: b.op("take", b.param("emb", f32(10, 4)), i, axis=0), np.array([[1, 2], [9, 0]], dtype=np.int64)),
     "take_axis1": case(lambda b, x, i: b.op("take", x, i, axis=1), f32(3, 5, 2), np.array([4, 0, 4], dtype=np.int64)),
+    "topk_mask_where": case(lambda b, x: b.op("where", b.op("topk_mask", b.op("abs", x), k=3, axis=-1), x, 0.0), f32(4, 2, 8)),
+    "topk_mask_ties_axis0": case(lambda b, x: b.op("cast", b.op("topk_mask", b.op("floor", x), k=2, axis=0), dtype="f32"), f32(6, 5)),
     "pad_iota": case(lambda b, x: b.op("add", b.op("pad", x, low=(1, 0), high=(0, 2), value=0.5), b.op("cast", b.op("iota", shape=(3, 5), axis=1, dtype="i32"), dtype="f32")), f32(2, 3)),
 }
 
@@ -188,3 +190,25 @@ def test_densify_nm_lowers_to_scatter():
     (ref,) = run_graph(g, [xs])
     (out,) = lower(g)(torch.from_numpy(xs))
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_sparse_then_quantized_weights_lower_and_match_reference():
+    """The demo's recipe shape (2:4 sparsity, then int8/int4 weights) through pared.compress on torch."""
+    import numpy as np
+
+    import pared
+    from pared.backends.reference import run_graph
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 32)).eval()
+    x = torch.randn(4, 64)
+    for recipe in ("sparsify{method=magnitude,pattern=2:4},quantize{weights=int8}",
+                   "sparsify{method=magnitude,pattern=2:4},quantize{weights=int4,group=32}"):
+        cm, report = pared.compress(m, (x,), recipe=recipe)
+        g = cm.graph
+        assert sum(e.op == "qlinear" for e in g.eqns) == 2
+        assert all(p.type.sparse is not None and p.type.quant is not None for p in g.params if p.type.encoding)
+        (ref,) = run_graph(g, [x.numpy()])
+        with torch.no_grad():
+            out = cm(x)
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)

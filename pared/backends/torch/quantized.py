@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ...ir.core import Eqn
 from ...ir.ops.qops import dequantize_weight, split_inputs
+from ...ir.packing import storage_bits
 from .dtypes import to_torch
 from .ops import LOWER
 
@@ -234,7 +235,7 @@ def lower_qlinear(L, eqn: Eqn, i: int):
     candidate = None  # (kernel name, builder of the fx call, a callable for measuring)
     if act == "none" and cpu:
         adt = to_torch(act_dtype) if act_dtype is not None else xdt
-        bits = q_atom.type.encoding.bits if q_atom.type.encoding is not None else q_atom.type.dtype.bits
+        bits = storage_bits(q_atom.type)  # the encoding's bits (sparse+quant included), else the dtype's
         if q_atom.type.dtype.is_int and bits <= 4 and adt in (torch.bfloat16, torch.float32):
             packed, sz, g, k_pad = pack_int4(q, scale, zero, gs, adt)
             fn = lambda xx: int4pack_linear(xx, packed, sz, g, n, k_pad)

@@ -6,6 +6,8 @@ activations), ``gptq``, ``smoothquant``, ``adaround``, ``gqsa`` (group sparsity 
 ``fold_qdq`` (fold dequantize/quantize pairs). See docs/quantization.md.
 """
 
+from .adaround import AdaRound, adaround_quantize
+from .fold_qdq import FoldQDQ
 from .fp8 import FP8
 from .gptq import GPTQ, gptq_quantize
 from .gqsa import GQSA
@@ -14,5 +16,5 @@ from .scheme import QuantizationError, WeightScheme
 from .smoothquant import SmoothQuant
 from .w8a8 import W8A8
 
-__all__ = ["FP8", "GPTQ", "GQSA", "QuantizationError", "QuantizeWeights", "SmoothQuant", "W8A8", "WeightScheme",
-           "gptq_quantize", "rtn_quantize"]
+__all__ = ["FP8", "AdaRound", "FoldQDQ", "GPTQ", "GQSA", "QuantizationError", "QuantizeWeights", "SmoothQuant", "W8A8", "WeightScheme",
+           "adaround_quantize", "gptq_quantize", "rtn_quantize"]

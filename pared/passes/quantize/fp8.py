@@ -13,7 +13,7 @@ from typing import Literal
 from ...ir import Graph
 from ..base import Pass, register_pass
 from ..context import PassContext
-from .linears import QuantizedWeight, apply_quantized, find_linears, select
+from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select
 from .rtn import Observer, rtn_quantize, skip_ignored
 from .scheme import WeightScheme, check_weight, dequantize_with
 from .w8a8 import W8A8
@@ -41,6 +41,7 @@ class FP8(Pass):
                          targets=self.targets)
             return _renamed(inner, self.name).run(graph, ctx)
         scheme = WeightScheme(8, True, None, fp8=True)
+        report_unquantizable(graph, ctx, self.name, self.ignore)
         sites, ignored = select(find_linears(graph), self.ignore, self.targets)
         skip_ignored(ctx, self.name, ignored)
 

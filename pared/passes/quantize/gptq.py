@@ -27,7 +27,7 @@ import numpy as np
 from ...ir import Graph
 from ..base import Pass, register_pass
 from ..context import PassContext
-from .linears import QuantizedWeight, apply_quantized, find_linears, select
+from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select
 from .observers import weight_range
 from .rtn import Observer, Ragged, make_scheme, skip_ignored
 from .scheme import QuantizationError, WeightScheme, check_weight, grouped, params_from_range
@@ -178,6 +178,7 @@ class GPTQ(Pass):
         from ..calibrated import CalibrationRequest, Rewrite, calibrate, find_weight_sites
 
         scheme = make_scheme(self.weights, self.group, self.scheme)
+        report_unquantizable(graph, ctx, self.name, self.ignore)
         sites, ignored = select(find_linears(graph), self.ignore, self.targets)
         skip_ignored(ctx, self.name, ignored)
         by_index = {s.index: s for s in sites}

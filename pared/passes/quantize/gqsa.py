@@ -5,22 +5,22 @@ Wanda's ``sum_j (|W_ij| * ||X_j||)^2`` over its channels (||X_j|| from the Hessi
 the lowest-scoring ``sparsity`` fraction of blocks per row is zeroed (structured, so a kernel
 skips whole blocks). The kept weights are then quantized with GPTQ, whose updates keep the
 pruned blocks at zero (GQSA, Zeng et al., 2025: "W4S50%" = 4-bit weights, 50% group sparsity).
-Bytes reported: kept values at ``bits`` + one mask bit per block + scales/zeros.
+The quantized weight is declared ``#sparse_quant`` (blocks of [1, block]), so the reported bytes
+(:func:`.linears.stored_nbytes`) are the kept values at ``bits`` + one mask bit per block + scales/zeros.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 import numpy as np
 
-from ...ir import Graph
+from ...ir import Graph, Sparse, SparseQuant, TensorType
 from ..base import Pass, register_pass
 from ..context import PassContext
 from .gptq import gptq_quantize, reconstruction_error
-from .linears import QuantizedWeight, apply_quantized, find_linears, select
+from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select
 from .rtn import make_scheme, skip_ignored
 from .scheme import QuantizationError, check_weight
 
@@ -71,6 +71,7 @@ class GQSA(Pass):
         from ..calibrated import CalibrationRequest, Rewrite, calibrate, find_weight_sites
 
         scheme = make_scheme(self.weights, self.group, self.scheme)
+        report_unquantizable(graph, ctx, self.name, self.ignore)
         sites, ignored = select(find_linears(graph), self.ignore, self.targets)
         skip_ignored(ctx, self.name, ignored)
         idx = {s.index for s in sites}
@@ -98,10 +99,10 @@ class GQSA(Pass):
                 return None
             i = rw.info
             n, k = i["q"].shape
-            kept_bytes = math.ceil(n * k * (1 - self.sparsity) * scheme.bits / 8) + math.ceil(n * k / self.block / 8)
-            return QuantizedWeight(i["q"], i["scale"], i["zero"], scheme.q_type(n, k), scheme.group_size,
-                                   fields={"recon_err": i["err"], "density": i["density"], "block": self.block,
-                                           "bytes_sparse_packed": kept_bytes + i["scale"].nbytes * (2 if i["zero"] is not None else 1)})
+            # the pruned blocks are declared, so byte counts (stored_nbytes) see kept values + mask
+            q_type = TensorType((n, k), scheme.dtype, SparseQuant(Sparse("block", block=(1, self.block)), scheme.encoding()))
+            return QuantizedWeight(i["q"], i["scale"], i["zero"], q_type, scheme.group_size,
+                                   fields={"recon_err": i["err"], "density": i["density"], "block": self.block})
 
         by_index = {s.index: s for s in find_linears(result.graph)}
         return apply_quantized(result.graph, ctx, self.name, [by_index[s.index] for s in sites if s.index in by_index], solve)

@@ -9,15 +9,17 @@ weight to (q, scale, zero)) plus this graph rewrite, the shape of thunder's quan
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from ...ir import Eqn, Graph, Param, SparseQuant, TensorType, make_eqn
+from ...ir import Eqn, Graph, Param, Sparse, SparseQuant, TensorType, Var, make_eqn
 from ...ir import dtypes as DT
-from ...ir.packing import packed_nbytes
+from ...ir.ops.qops import dequantize_weight, split_inputs
+from ...ir.packing import packed_nbytes, storage_bits
 from ..cleanup.dce import referenced_params
 from ..context import PassContext
 from .scheme import QuantizationError
@@ -78,6 +80,70 @@ def linear_kind(e: Eqn) -> Optional[str]:
 
 def find_linears(graph: Graph) -> list[LinearSite]:
     return [LinearSite(i, e, e.inputs[1], k) for i, e in enumerate(graph.eqns) if (k := linear_kind(e))]
+
+
+# ops through which a weight param may reach a dot/conv and still be "the layer's weight"
+_WEIGHT_VIEWS = ("transpose", "reshape", "cast", "broadcast_in_dim", "convert")
+
+
+def _why_not_linear(e: Eqn, x, w) -> str:
+    """Why a dot_general reading param ``w`` is not a quantizable linear layer."""
+    if e.attrs["batch"] != ((), ()):
+        return "dot_general with batch axes is not a linear layer"
+    if w.type.rank != 2:
+        return f"weight has rank {w.type.rank}; quantized linears need a rank-2 [out, in] or [in, out] weight"
+    if w is not e.inputs[1]:
+        return "the weight is the left operand (x must come first)"
+    enc = w.type.encoding
+    if enc is not None and enc.kind != "sparse":
+        return f"weight is already encoded ({type(enc).__name__})"
+    if x.type.dtype.name not in FLOAT_ACTS or w.type.dtype != x.type.dtype:
+        return f"activation/weight dtypes {x.type.dtype}/{w.type.dtype} are not a float pair ({', '.join(FLOAT_ACTS)})"
+    if e.attrs["out_dtype"] not in (None, x.type.dtype):
+        return f"out_dtype {e.attrs['out_dtype']} differs from the activation dtype"
+    return "it does not contract the activation's last axis with one weight axis"
+
+
+def unquantizable_layers(graph: Graph) -> list[tuple[str, str]]:
+    """(weight name, why) for every dot_general/conv that reads a weight param (directly or
+    through a transpose/reshape/cast of it) but is not a linear layer the passes can rewrite."""
+    derived: dict = {}  # Var -> (param name, chain of ops) for views of params
+    out = []
+    for e in graph.eqns:
+        if e.op in _WEIGHT_VIEWS and e.inputs and len(e.outputs) == 1:
+            a = e.inputs[0]
+            if isinstance(a, Param):
+                derived[e.outputs[0]] = (a.name, e.op)
+            elif a in derived:
+                derived[e.outputs[0]] = (derived[a][0], derived[a][1] + "+" + e.op)
+            continue
+        if e.op not in ("dot_general", "conv") or (e.op == "dot_general" and linear_kind(e)):
+            continue
+        ins = e.inputs[:2]
+        params = [a for a in ins if isinstance(a, Param)]
+        if e.op == "conv" and params:
+            out.append((params[0].name, "conv layers are not quantized (qlinear covers linear layers)"))
+        elif params:
+            w = params[0]
+            x = next((a for a in ins if a is not w), w)
+            out.append((w.name, _why_not_linear(e, x, w)))
+        else:
+            views = [derived[a] for a in ins if isinstance(a, Var) and a in derived]
+            if views:
+                name, chain = views[0]
+                out.append((name, f"the {e.op} weight is not a Param but {chain}(@{name}); "
+                                  "run canonicalize first to fold the view into the layer"))
+    return out
+
+
+def report_unquantizable(graph: Graph, ctx: PassContext, pass_name: str, ignore: Iterable[str] = ()) -> None:
+    """Add a skip row for each layer :func:`unquantizable_layers` finds (never a silent float layer)."""
+    ign = [re.compile(p) for p in ignore]
+    seen = set()
+    for name, why in unquantizable_layers(graph):
+        if name not in seen and not any(p.search(name) for p in ign):
+            seen.add(name)
+            ctx.report.add(pass_name, name, skipped=f"cannot quantize: {why}; kept in float")
 
 
 def select(sites: Sequence[LinearSite], ignore: Iterable[str] = (), targets: Iterable[str] = ()) -> tuple[list, list]:
@@ -161,6 +227,8 @@ def apply_quantized(graph: Graph, ctx: PassContext, pass_name: str, sites: Seque
         if qw is None:
             continue
         qenc = qw.q_type.encoding
+        if isinstance(qenc, SparseQuant):
+            qenc = qenc.quant
         enc = site.param.type.encoding
         if enc is not None and enc.kind == "sparse":
             if site.layout == "nk":  # sparse then quantized: keep what the sparsity pass declared
@@ -173,7 +241,10 @@ def apply_quantized(graph: Graph, ctx: PassContext, pass_name: str, sites: Seque
         new_values.update(pvals)
         touched.append(site.name)
         before = packed_nbytes(site.param.type)
-        after = sum(packed_nbytes(t) for t in ptypes.values())
+        kept = None
+        if isinstance(qw.q_type.encoding, SparseQuant):
+            kept = dequantize_weight(qw.q, qw.scale, qw.zero, qw.group_size) != 0
+        after = sum(stored_nbytes(t, kept if name.endswith(".q") else None) for name, t in ptypes.items())
         deq = qw.fields.pop("_deq", None) if qw.fields else None
         row = {"bits": qenc.bits if qenc else qw.q_type.dtype.bits, "scheme": qenc.scheme if qenc else ""}
         row["group"] = qw.group_size or "channel"
@@ -200,6 +271,67 @@ def apply_quantized(graph: Graph, ctx: PassContext, pass_name: str, sites: Seque
     return g
 
 
+def stored_nbytes(t: TensorType, kept: Optional[np.ndarray] = None) -> int:
+    """Bytes of one weight as a compressed kernel stores it.
+
+    Dense and quantized weights: packed at their bits (:func:`pared.ir.packing.packed_nbytes`).
+    Sparse and sparse+quantized weights (2:4 + int4, GQSA W4S50%): the kept values at the value
+    bits plus the pattern's metadata:
+
+    * ``nm``: n of every m values kept, each with a ceil(log2 m)-bit position (2:4: 2 bits, as
+      cuSPARSELt/CUTLASS store it);
+    * ``block``: the kept blocks' values plus one mask bit per block;
+    * ``bitmask``: the kept values plus one mask bit per element;
+    * ``csr``: the kept values, a 32-bit column index each and 32-bit row pointers.
+
+    ``kept`` (a boolean array of ``t``'s shape: True where the weight is nonzero) is needed for
+    every format but ``nm``; without it the dense packed size is returned.
+    """
+    enc = t.encoding
+    sp = enc.sparse if isinstance(enc, SparseQuant) else enc if isinstance(enc, Sparse) else None
+    if sp is None:
+        return packed_nbytes(t)
+    bits = storage_bits(t)
+    numel = int(np.prod(t.shape, dtype=np.int64))
+    if sp.format == "nm":
+        nkept = numel // sp.m * sp.n
+        return math.ceil(nkept * bits / 8) + math.ceil(nkept * math.ceil(math.log2(sp.m)) / 8)
+    if kept is None:
+        return packed_nbytes(t)
+    kept = np.asarray(kept, bool).reshape(tuple(t.shape))
+    if sp.format == "block":
+        blk = tuple(sp.block)
+        split = [d for n, b in zip(t.shape, blk) for d in (n // b, b)]
+        blocks = kept.reshape(split).any(axis=tuple(range(1, 2 * t.rank, 2)))
+        return math.ceil(int(blocks.sum()) * int(np.prod(blk)) * bits / 8) + math.ceil(blocks.size / 8)
+    nkept = int(kept.sum())
+    if sp.format == "bitmask":
+        return math.ceil(nkept * bits / 8) + math.ceil(numel / 8)
+    rows = int(np.prod(t.shape[:-1], dtype=np.int64)) if t.rank > 1 else 1
+    return math.ceil(nkept * bits / 8) + 4 * nkept + 4 * (rows + 1)  # csr
+
+
 def model_bytes(graph: Graph) -> int:
-    """Bytes of every param, packed (quantized params at their encoding's bits)."""
-    return sum(packed_nbytes(p.type) for p in graph.params)
+    """Bytes of every param as stored (quantized at their bits, sparse ones as kept values plus
+    metadata: :func:`stored_nbytes`). Pruned quantized weights are found by dequantizing them with
+    the scale/zero of the ``qlinear`` that reads them."""
+    qparams = {}
+    for e in graph.eqns:
+        if e.op == "qlinear" and isinstance(e.inputs[1], Param):
+            _, q, s, z, _ = split_inputs(e.inputs, e.attrs["act"])
+            qparams[q.name] = (s, z, e.attrs["group_size"])
+    total = 0
+    for p in graph.params:
+        kept = None
+        enc = p.type.encoding
+        if enc is not None and enc.kind in ("sparse", "sparse_quant") and p.name in graph.weights:
+            v = graph.weights[p.name]
+            if enc.kind == "sparse":
+                kept = as_numpy(v) != 0
+            elif p.name in qparams:
+                s, z, gs = qparams[p.name]
+                get = lambda a: np.asarray(graph.weights[a.name]) if isinstance(a, Param) and a.name in graph.weights else None
+                if get(s) is not None and (z is None or get(z) is not None):
+                    kept = dequantize_weight(np.asarray(v), get(s), get(z) if z is not None else None, gs) != 0
+        total += stored_nbytes(p.type, kept)
+    return total

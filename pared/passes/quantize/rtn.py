@@ -17,7 +17,7 @@ import numpy as np
 from ...ir import Graph
 from ..base import Pass, register_pass
 from ..context import PassContext
-from .linears import QuantizedWeight, apply_quantized, find_linears, select
+from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select
 from .observers import weight_range
 from .scheme import (
     QuantizationError,
@@ -86,6 +86,7 @@ class QuantizeWeights(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         scheme = make_scheme(self.weights, self.group, self.scheme)
+        report_unquantizable(graph, ctx, self.name, self.ignore)
         sites, ignored = select(find_linears(graph), self.ignore, self.targets)
         skip_ignored(ctx, self.name, ignored)
 

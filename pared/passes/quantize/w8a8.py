@@ -16,7 +16,7 @@ import numpy as np
 from ...ir import Graph
 from ..base import Pass, register_pass
 from ..context import PassContext
-from .linears import QuantizedWeight, apply_quantized, find_linears, select
+from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select, weight_nk
 from .observers import ActivationObserver
 from .rtn import Observer, rtn_quantize, skip_ignored
 from .scheme import QuantizationError, WeightScheme, check_weight, dequantize_with
@@ -79,11 +79,14 @@ class W8A8(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         scheme = self.scheme()
+        report_unquantizable(graph, ctx, self.name, self.ignore)
         sites, ignored = select(find_linears(graph), self.ignore, self.targets)
         skip_ignored(ctx, self.name, ignored)
         qmax = 448.0 if scheme.fp8 else 127.0
         scales: dict[str, float] = {}
         if self.activations == "static":
+            for site in sites:  # before calibrating: a non-finite weight would surface downstream
+                check_weight(site.name, weight_nk(graph, site), scheme)
             scales = static_scales(graph, ctx, sites, self.observer, qmax, self.name)
         return apply_quantized(graph, ctx, self.name, sites, lambda site, w: self._solve(ctx, scheme, site, w, scales))
 

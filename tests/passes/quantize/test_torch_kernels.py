@@ -9,7 +9,7 @@ from pared.backends.reference.interpreter import run_graph  # noqa: E402
 from pared.backends.torch import lower  # noqa: E402
 from pared.backends.torch.quantized import kernel_choices, use_kernels  # noqa: E402
 from pared.passes import PassContext  # noqa: E402
-from pared.passes.quantize import FP8, W8A8, QuantizeWeights  # noqa: E402
+from pared.passes.quantize import FP8, GQSA, W8A8, AdaRound, QuantizeWeights  # noqa: E402
 
 from .conftest import calibration, mlp_graph  # noqa: E402
 
@@ -53,3 +53,18 @@ class _nothing:
 
     def __exit__(self, *a):
         return False
+
+
+@pytest.mark.parametrize("p", [GQSA(sparsity=0.5, block=16, group=32), AdaRound(weights="uint4", group=32, iters=20, act_dtype="bf16")],
+                         ids=["gqsa", "adaround"])
+def test_sparse_quantized_and_adaround_weights_lower_to_torch(rng, p):
+    """GQSA's #sparse_quant weights and AdaRound's weights take the int4 kernel like RTN's."""
+    cal = calibration(rng, outliers=False)
+    g = p(mlp_graph(rng), PassContext(calibration=cal, options={"progress": False}))
+    x = cal[0][0]
+    want, = run_graph(g, [x])
+    with use_kernels("compressed"):
+        gm = lower(g)
+    assert kernel_choices(gm) == {"int4pack": 5}
+    got = gm(torch.from_numpy(x))[0].numpy()
+    assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max()
