@@ -45,13 +45,17 @@ def ir_op(op: str, **attrs) -> Callable[[Callable], Callable]:
     return deco
 
 
-def apply_recipe(graph: Graph, recipe, **opts) -> Graph:
-    """Run ``recipe`` (a pipeline string or a parsed pipeline) over ``graph``; empty -> unchanged."""
+def apply_recipe(graph: Graph, recipe, calibration=None, **opts) -> Graph:
+    """Run ``recipe`` (a pipeline string or a parsed pipeline) over ``graph``; empty -> unchanged.
+
+    ``calibration``: batches of the traced function's (non-param) inputs, for data-aware passes.
+    """
     if recipe is None or (isinstance(recipe, str) and not recipe.strip()):
         return graph
+    from ..passes.context import PassContext
     from .pass_manager import run_pipeline
 
-    return run_pipeline(graph, recipe, **opts)
+    return run_pipeline(graph, recipe, PassContext(calibration=calibration), **opts)
 
 
 def _leaf_key(x) -> tuple:

@@ -13,7 +13,6 @@ captured IR with calibration batches built from text; the torch backend runs the
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 import warnings
@@ -23,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..passes.base import Pass
 from ..passes.context import Report
+from ..passes.layer_patterns import LayerPatternError, no_match_message, unmatched
 from .artifact import save_artifact
 from .models import TOKENIZER_FILES, LoadedModel
 from .pipeline import PipelineError, format_pipeline, parse_pipeline
@@ -69,20 +69,14 @@ def check_layer_patterns(passes: Sequence[Pass], graph) -> list[str]:
     warnings_: list[str] = []
     for k, p in enumerate(passes):
         for opt in (*INCLUDE_OPTIONS, *EXCLUDE_OPTIONS):
-            value = getattr(p, opt, None)
-            patterns = value if isinstance(value, (tuple, list)) else [value]
-            for rx in patterns:
-                if not isinstance(rx, str) or not rx:
-                    continue
-                try:
-                    c = re.compile(rx)
-                except re.error as e:
-                    raise RecipeError(f"pass {k} ({p.name}): {opt}={rx!r} is not a valid regular expression: {e}") from None
-                if any(c.search(n) for n in names):
-                    continue
-                sample = ", ".join(n for n in names if n.endswith("weight"))[:300]
-                msg = (f"pass {k} ({p.name}): {opt}={rx!r} matches no layer of this model "
-                       f"({len(names)} params, e.g. {sample} ...)")
+            where = f"pass {k} ({p.name}): "
+            try:
+                bad = unmatched(getattr(p, opt, None) if isinstance(getattr(p, opt, None), (str, tuple, list)) else None,
+                                names, opt, where)
+            except LayerPatternError as e:
+                raise RecipeError(str(e)) from None
+            for rx in bad:
+                msg = no_match_message(rx, names, opt, where)
                 if opt in INCLUDE_OPTIONS:
                     raise RecipeError(msg)
                 warnings_.append(msg)

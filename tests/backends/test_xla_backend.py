@@ -196,3 +196,15 @@ def test_densify_nm_matches_reference():
         i = b.input(list(idx.shape), it)
         g = b.build(b.densify_nm(x, i, **sample.attrs))
         _run_both(g, [v, idx], atol=0)
+
+
+def test_topk_mask_matches_reference():
+    from pared.ir import dtypes as DT
+    from tests.ir.opinfo import OPINFOS
+
+    for dt in (DT.f32, DT.bf16):
+        for sample in OPINFOS["topk_mask"].samples(dt, np.random.default_rng(0)):
+            ((t, x),) = sample.args
+            b = GraphBuilder()
+            g = b.build(b.topk_mask(b.input(list(x.shape), t), **sample.attrs))
+            _run_both(g, [x], atol=0)

@@ -154,6 +154,22 @@ def _argmax_samples(dt, rng):
             for s, a, k in [((3, 4, 5), 1, False), ((3, 4, 5), -1, True), ((7,), 0, False), ((2, 1), 0, True)]]
 
 
+def _topk_samples(dt, rng):
+    tied = DT.round_to(dt, np.array([[1.0, 3.0, 3.0, 2.0, 3.0], [0.5, 0.5, 0.5, 0.5, 0.5]]))  # ties: lower index wins
+    return [S((dt, arr(dt, s, rng)), k=k, axis=a) for s, k, a in [((3, 8), 3, -1), ((4, 5, 6), 2, 1), ((7,), 0, 0), ((2, 6), 6, 1)]] + [
+        S((dt, tied), k=2, axis=1)]
+
+
+def _topk_ref(x, *, k, axis):
+    """Independent of the op's sort: an entry is kept when fewer than k entries beat it (larger, or
+    equal and earlier)."""
+    x = np.moveaxis(x, axis, -1)
+    n = x.shape[-1]
+    earlier = np.tril(np.ones((n, n), bool), -1)  # earlier[i, j]: j < i
+    beats = (x[..., None, :] > x[..., :, None]) | ((x[..., None, :] == x[..., :, None]) & earlier)
+    return np.moveaxis(beats.sum(-1) < k, -1, axis)
+
+
 def _axis_samples(dt, rng, cases=(((3, 4, 5), 1), ((3, 4, 5), -1), ((7,), 0), ((4, 1), 0), ((1,), -1))):
     return [S((dt, arr(dt, s, rng)), axis=a) for s, a in cases]
 
@@ -435,6 +451,7 @@ def _infos() -> list[OpInfo]:
         OpInfo("cast", _cast_samples, _cast_ref),
         OpInfo("clamp", _clamp_samples, _clamp_ref),
         OpInfo("argmax", _argmax_samples, lambda x, *, axis, keepdims: T(x).argmax(axis, keepdim=keepdims).numpy()),
+        OpInfo("topk_mask", _topk_samples, _topk_ref),
         OpInfo("cumsum", _axis_samples, lambda x, *, axis: T(x).cumsum(axis).numpy()),
         OpInfo("softmax", _axis_samples, lambda x, *, axis: T(x).softmax(axis).numpy()),
         OpInfo("log_softmax", _axis_samples, lambda x, *, axis: T(x).log_softmax(axis).numpy()),

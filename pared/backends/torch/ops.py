@@ -323,6 +323,17 @@ def _densify_nm_torch(values, indices, n: int, m: int):
     return out.reshape(*lead, groups * m)
 
 
+def _topk_mask_torch(x, k: int, axis: int):
+    key = torch.nan_to_num(x.float(), nan=-float("inf"))  # nan is never selected ahead of a number
+    idx = torch.sort(key, dim=axis, descending=True, stable=True).indices.narrow(axis, 0, k)  # ties: lower index first
+    return torch.zeros(x.shape, dtype=torch.bool, device=x.device).scatter_(axis, idx, True)
+
+
+@lowers("topk_mask")
+def _topk_mask(L, eqn, i):
+    return L.call(_topk_mask_torch, L.tensor(eqn.inputs[0]), eqn.attrs["k"], eqn.attrs["axis"])
+
+
 @lowers("densify_nm")
 def _densify_nm(L, eqn, i):
     v, idx = (L.tensor(a) for a in eqn.inputs)

@@ -378,6 +378,15 @@ def _dequantize(eqn, q, scale, *zero):
     return v * _expand_groups(scale, q.shape, a["group_axis"], a["group_size"]).astype(out)
 
 
+@lowers("topk_mask")
+def _topk_mask(eqn, x):
+    jnp = _jnp()
+    k, axis = eqn.attrs["k"], eqn.attrs["axis"]
+    key = jnp.where(jnp.isnan(x), -jnp.inf, x)  # nan is never selected ahead of a number
+    idx = jnp.take(jnp.argsort(key, axis=axis, stable=True, descending=True), jnp.arange(k), axis=axis)  # ties: lower index
+    return jnp.put_along_axis(jnp.zeros(x.shape, bool), idx, True, axis=axis, inplace=False)
+
+
 @lowers("densify_nm")
 def _densify_nm(eqn, values, indices):
     jnp = _jnp()

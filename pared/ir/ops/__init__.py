@@ -14,5 +14,6 @@ from . import quant  # noqa: F401
 from . import reduce  # noqa: F401
 from . import region  # noqa: F401
 from . import shape  # noqa: F401
+from . import topk  # noqa: F401
 from . import sparse  # noqa: F401
 from . import unary  # noqa: F401

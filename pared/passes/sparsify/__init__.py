@@ -1,7 +1,11 @@
 """Sparsification passes (docs/sparsity.md). Importing this package registers them."""
 
+from .activation import ActivationSparsity
 from .pattern import Pattern, parse_pattern
 from .sparsify import Sparsify
+from .structured import StructuredRemoval
+from .sweep import SweepResult, essential_sparsity
 from .targets import select_sites
 
-__all__ = ["Pattern", "Sparsify", "parse_pattern", "select_sites"]
+__all__ = ["ActivationSparsity", "Pattern", "Sparsify", "StructuredRemoval", "SweepResult", "essential_sparsity",
+           "parse_pattern", "select_sites"]

@@ -31,12 +31,13 @@ from ..calibrated import (
     retype_params,
 )
 from ..context import PassContext
+from ..layer_patterns import as_patterns
 from .dsnot import dsnot as dsnot_refine
 from .magnitude import global_thresholds, select
 from .pattern import parse_pattern
 from .random import erk_densities, random_scores
 from .sparsegpt import sparsegpt
-from .targets import select_sites
+from .targets import select_sites, unmatched_ignore
 from .wanda import wanda_scores
 
 METHODS = ("magnitude", "random", "wanda", "sparsegpt")
@@ -55,7 +56,9 @@ class Sparsify(Pass):
         granularity: where unstructured scores compete: ``layer``, ``row`` (per output), or
             ``global`` (magnitude/random only). Default: row for wanda, layer otherwise.
         distribution: random only: ``uniform`` ratio per layer or ``erk``.
-        targets / exclude: regexes over param names (empty: every dot/conv weight).
+        targets / ignore: tuples of regexes searched in param names, as in the quantization
+            passes (empty targets: every dot/conv weight). A target matching no layer is an error.
+        exclude: the older name of ``ignore`` (both are honoured).
         skip_embeddings: leave embeddings and the LM head (also when tied) dense.
         dsnot: refine the mask with DSnoT prune-and-grow (needs calibration).
         dsnot_cycles: maximum swaps per row.
@@ -70,8 +73,9 @@ class Sparsify(Pass):
     pattern: str = "unstructured"
     granularity: Optional[Literal["layer", "row", "global"]] = None
     distribution: Literal["uniform", "erk"] = "uniform"
-    targets: str = ""
-    exclude: str = ""
+    targets: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
     skip_embeddings: bool = True
     dsnot: bool = False
     dsnot_cycles: int = 50
@@ -81,6 +85,8 @@ class Sparsify(Pass):
     seed: int = 0
 
     def __post_init__(self):
+        for opt in ("targets", "ignore", "exclude"):  # a bare string (python callers) is one pattern
+            object.__setattr__(self, opt, as_patterns(getattr(self, opt)))
         pat = parse_pattern(self.pattern)  # raises on N >= M, bad syntax
         s = self.sparsity
         if s is not None and not (isinstance(s, (int, float)) and 0.0 <= s < 1.0):
@@ -109,7 +115,8 @@ class Sparsify(Pass):
         pat = parse_pattern(self.pattern)
         sparsity = self.target_sparsity
         granularity = self.granularity or ("row" if self.method == "wanda" else "layer")
-        sites, skipped = select_sites(graph, self.targets, self.exclude, self.skip_embeddings)
+        sites, skipped = select_sites(graph, self.targets, self.ignore + self.exclude, self.skip_embeddings,
+                                      where=f"{self.name}: ")
         # every check before any work: shapes against the pattern, finite weights, data present
         for s in sites:
             pat.check_shape(*s.shape2d, where=f"{self.name}: layer {s.param!r}")
@@ -121,6 +128,8 @@ class Sparsify(Pass):
             raise CalibrationError(f"{self.name}: {what} needs calibration data (calibration=[batches...]); none was given")
         for name, why in skipped:
             ctx.report.add(self.name, name, skipped=why)
+        for rx in unmatched_ignore(graph, self.ignore + self.exclude):
+            ctx.report.add(self.name, rx, note="this ignore pattern matches no layer")
         if not sites or sparsity == 0.0:
             return graph
 

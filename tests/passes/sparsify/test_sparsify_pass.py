@@ -167,3 +167,24 @@ def test_nan_weights():
     g = g.with_weights({"fc2.weight": w})
     with pytest.raises(ValueError, match="fc2.weight.*NaN"):
         Sparsify(method="sparsegpt")(g, ctx(correlated(), calibration_engine=_no_engine))
+
+
+def test_targets_and_ignore_are_pattern_tuples_like_quantize():
+    from pared.passes.layer_patterns import LayerPatternError
+
+    g = mlp()
+    (p,) = parse_pipeline("sparsify{targets=(fc1,fc2),ignore=(fc2)}")
+    assert p.targets == ("fc1", "fc2") and p.ignore == ("fc2",)
+    c = ctx()
+    out = p(g, c)
+    assert (np.asarray(out.weight("fc1.weight")) == 0).any()
+    assert np.array_equal(np.asarray(out.weight("fc2.weight")), np.asarray(g.weight("fc2.weight")))
+    assert any(r.name == "fc2.weight" and "ignore" in r.fields.get("skipped", "") for r in c.report)
+    assert Sparsify(targets="fc2") == Sparsify(targets=("fc2",))  # a bare string is one pattern
+    with pytest.raises(LayerPatternError, match=r"targets='decoder\\\\.layers' matches no weight.*fc1.weight"):
+        Sparsify(targets=(r"decoder\.layers",))(g, ctx())
+    with pytest.raises(LayerPatternError, match="not a valid regular expression"):
+        Sparsify(targets=("fc[",))(g, ctx())
+    c = ctx()
+    Sparsify(ignore=("nosuch",))(g, c)
+    assert any(r.name == "nosuch" and "matches no layer" in r.fields.get("note", "") for r in c.report)
