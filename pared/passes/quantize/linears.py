@@ -10,7 +10,6 @@ weight to (q, scale, zero)) plus this graph rewrite, the shape of thunder's quan
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -22,6 +21,7 @@ from ...ir.ops.qops import dequantize_weight, split_inputs
 from ...ir.packing import packed_nbytes, storage_bits
 from ..cleanup.dce import referenced_params
 from ..context import PassContext
+from ..layer_patterns import check_targets, compile_patterns, selected
 from .scheme import QuantizationError
 
 FLOAT_ACTS = ("f32", "bf16", "f16")
@@ -138,7 +138,7 @@ def unquantizable_layers(graph: Graph) -> list[tuple[str, str]]:
 
 def report_unquantizable(graph: Graph, ctx: PassContext, pass_name: str, ignore: Iterable[str] = ()) -> None:
     """Add a skip row for each layer :func:`unquantizable_layers` finds (never a silent float layer)."""
-    ign = [re.compile(p) for p in ignore]
+    ign = compile_patterns(tuple(ignore), "ignore")
     seen = set()
     for name, why in unquantizable_layers(graph):
         if name not in seen and not any(p.search(name) for p in ign):
@@ -147,13 +147,14 @@ def report_unquantizable(graph: Graph, ctx: PassContext, pass_name: str, ignore:
 
 
 def select(sites: Sequence[LinearSite], ignore: Iterable[str] = (), targets: Iterable[str] = ()) -> tuple[list, list]:
-    """(kept, ignored) sites: ``targets`` regexes (when given) must match, ``ignore`` ones must not."""
-    ign = [re.compile(p) for p in ignore]
-    tgt = [re.compile(p) for p in targets]
+    """(kept, ignored) sites, selected as every suite does (:mod:`pared.passes.layer_patterns`):
+    ``targets`` regexes (when given) must match, ``ignore`` ones must not, and a ``targets``
+    pattern that matches no layer is an error listing the real layer names."""
+    tgt, ign = compile_patterns(tuple(targets), "targets"), compile_patterns(tuple(ignore), "ignore")
+    check_targets(tuple(targets), [s.name for s in sites])
     kept, dropped = [], []
     for s in sites:
-        ok = (not tgt or any(p.search(s.name) for p in tgt)) and not any(p.search(s.name) for p in ign)
-        (kept if ok else dropped).append(s)
+        (kept if selected(s.name, tgt, ign) else dropped).append(s)
     return kept, dropped
 
 

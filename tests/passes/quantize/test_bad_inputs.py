@@ -158,3 +158,19 @@ def test_ignore_silences_an_unquantizable_layer_on_purpose(rng):
     ctx = ctx_with()
     QuantizeWeights(weights="int8", ignore=("conv",))(odd_layers_graph(rng), ctx)
     assert "conv.weight" not in {r.name for r in ctx.report.for_pass("quantize")}
+
+
+def test_targets_pattern_matching_no_layer_lists_real_names():
+    """Quantize selects layers like every suite: a target that matches nothing is an error."""
+    import numpy as np
+
+    import pared.ir as I
+    from pared.passes.layer_patterns import LayerPatternError
+    from pared.passes.quantize import QuantizeWeights
+
+    b = I.GraphBuilder()
+    x = b.input(["B", 32])
+    w = b.param("mlp.fc.weight", np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32))
+    g = b.build(b.dot_general(x, w, contract=((1,), (1,))))
+    with pytest.raises(LayerPatternError, match="mlp.fc.weight"):
+        QuantizeWeights(weights="int8", targets=("attn",))(g)
