@@ -366,10 +366,18 @@ def retype_params(graph: Graph, types: Mapping[str, TensorType]) -> Graph:
     return g.replace(params=[Param(p.name, types[p.name]) if p.name in types else p for p in g.params])
 
 
+def hessian_norm2(d: np.ndarray, hessian: np.ndarray) -> float:
+    """tr(D H D^T) = ||D X^T||_F^2 for H = X^T X, in float64.
+
+    Written as a matmul (BLAS): a three-operand einsum without a contraction path runs as an
+    unblocked triple loop, which dominated calibration time (15.6 of 17 s on MiniLM).
+    """
+    d = np.asarray(d, np.float64)
+    return float(np.sum((d @ np.asarray(hessian, np.float64)) * d))
+
+
 def relative_error(w: np.ndarray, w_new: np.ndarray, hessian: np.ndarray) -> float:
     """||W X^T - W' X^T||_F / ||W X^T||_F from H = X^T X (both (out, in))."""
-    d = (np.asarray(w, np.float64) - np.asarray(w_new, np.float64))
-    w = np.asarray(w, np.float64)
-    num = float(np.einsum("ij,jk,ik->", d, hessian, d))
-    den = float(np.einsum("ij,jk,ik->", w, hessian, w))
+    d = np.asarray(w, np.float64) - np.asarray(w_new, np.float64)
+    num, den = hessian_norm2(d, hessian), hessian_norm2(w, hessian)
     return math.sqrt(max(num, 0.0) / den) if den > 0 else 0.0

@@ -28,6 +28,7 @@ import numpy as np
 from ...ir import Graph
 from ...ir.ops.quant import expand_groups
 from ..base import Pass, register_pass
+from ..calibrated import hessian_norm2
 from ..context import PassContext
 from .gptq import reconstruction_error
 from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select
@@ -68,7 +69,7 @@ def adaround_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, ite
     # logit of the initial h = frac (inverse of _h), kept finite at frac in {0, 1}
     r = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
     v = np.log(r / (1 - r)).astype(np.float32)
-    h32 = (h / max(np.einsum("ij,jk,ik->", w.astype(np.float64), h, w.astype(np.float64)), 1e-30)).astype(np.float32)
+    h32 = (h / max(hessian_norm2(w, h), 1e-30)).astype(np.float32)
     m1, m2 = np.zeros_like(v), np.zeros_like(v)
     b1, b2, eps = 0.9, 0.999, 1e-8
     start = int(warmup * iters)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ...ir import Graph
 from ..base import Pass, register_pass
+from ..calibrated import hessian_norm2
 from ..context import PassContext
 from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select
 from .observers import weight_range
@@ -138,8 +139,7 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
 def reconstruction_error(w: np.ndarray, w_new: np.ndarray, h: np.ndarray) -> float:
     """||(W - W') X^T||_F^2 / ||W X^T||_F^2 from H = X^T X."""
     dlt = np.asarray(w, np.float64) - np.asarray(w_new, np.float64)
-    w = np.asarray(w, np.float64)
-    return float(np.einsum("ij,jk,ik->", dlt, h, dlt) / max(np.einsum("ij,jk,ik->", w, h, w), 1e-300))
+    return hessian_norm2(dlt, h) / max(hessian_norm2(w, h), 1e-300)
 
 
 @register_pass("gptq")
