@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..backends.xla.lowering import IR_TO_JAX
 from ..ir import dtypes as DT
 from ..ir.build import make_eqn
 from ..ir.core import Atom, Eqn, Graph, Literal, Param, Var
@@ -26,12 +27,7 @@ class JaxFrontendError(IRError):
     """A jaxpr equation pared cannot map; the message names the primitive and the source line."""
 
 
-_JAX_TO_IR = {
-    "float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16",
-    "float8_e4m3fn": "f8e4m3", "float8_e5m2": "f8e5m2",
-    "int64": "i64", "int32": "i32", "int16": "i16", "int8": "i8", "int4": "i4",
-    "uint8": "u8", "uint4": "u4", "bool": "bool",
-}
+_JAX_TO_IR = {jax_name: ir_name for ir_name, jax_name in IR_TO_JAX.items()}
 
 
 def ir_dtype(dt) -> DT.DType:

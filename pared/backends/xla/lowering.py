@@ -31,18 +31,19 @@ class XlaLoweringError(IRError):
     """An equation failed to lower; the message names it."""
 
 
-_IR_TO_JAX = {
+IR_TO_JAX = {
     "f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16",
     "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2",
     "i64": "int64", "i32": "int32", "i16": "int16", "i8": "int8", "i4": "int4",
     "u8": "uint8", "u4": "uint4", "bool": "bool",
 }
+"""IR dtype name -> jax/numpy dtype name (the jaxpr frontend uses the inverse)."""
 
 
 def jax_dtype(dt: DType):
     import jax.numpy as jnp
 
-    return jnp.dtype(_IR_TO_JAX[dt.name])
+    return jnp.dtype(IR_TO_JAX[dt.name])
 
 
 def to_jax_array(value, dt: DType):
