@@ -225,18 +225,8 @@ def _needed_eqns(graph: Graph, sites: Sequence[WeightSite]) -> set[int]:
                 if isinstance(a, Var):
                     want.add(a)
             for r in e.regions:
-                want |= _region_free_vars(r)
+                want |= r.free_vars()
     return needed
-
-
-def _region_free_vars(g: Graph) -> set[Var]:
-    defined, free = set(g.inputs), set()
-    for e in g.eqns:
-        free |= {a for a in e.inputs if isinstance(a, Var) and a not in defined}
-        for r in e.regions:
-            free |= _region_free_vars(r) - defined
-        defined.update(e.outputs)
-    return free | {a for a in g.outputs if isinstance(a, Var) and a not in defined}
 
 
 def _last_uses(graph: Graph, needed: set[int], sites: Sequence[WeightSite]) -> dict[int, list[Var]]:
@@ -251,7 +241,7 @@ def _last_uses(graph: Graph, needed: set[int], sites: Sequence[WeightSite]) -> d
             if isinstance(a, Var):
                 last[a] = i
         for r in e.regions:
-            for v in _region_free_vars(r):
+            for v in r.free_vars():
                 last[v] = i
     for s in sites:
         if isinstance(s.activation, Var):
@@ -323,7 +313,7 @@ def _one_eqn_graph(eqn: Eqn) -> tuple[Graph, list]:
         if isinstance(a, Var) and a not in ins:
             ins.append(a)
     for r in eqn.regions:
-        ins += [v for v in _region_free_vars(r) if v not in ins]
+        ins += [v for v in r.free_vars() if v not in ins]
     return Graph(tuple(ins), (eqn,), eqn.outputs), ins
 
 

@@ -242,6 +242,16 @@ class Graph:
             for r in e.regions:
                 yield from r.walk()
 
+    def free_vars(self) -> set[Var]:
+        """Vars this graph reads without defining them: what a region captures from outside."""
+        defined, free = set(self.inputs), set()
+        for e in self.eqns:
+            free |= {a for a in e.inputs if isinstance(a, Var) and a not in defined}
+            for r in e.regions:
+                free |= r.free_vars() - defined
+            defined.update(e.outputs)
+        return free | {a for a in self.outputs if isinstance(a, Var) and a not in defined}
+
     def __str__(self) -> str:
         from .printer import print_graph
 

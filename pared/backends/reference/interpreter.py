@@ -61,7 +61,7 @@ def _last_uses(graph: Graph) -> dict[int, list[Var]]:
             if isinstance(a, Var):
                 last[a] = i
         for r in e.regions:
-            for v in _free_vars(r):
+            for v in r.free_vars():
                 last[v] = i
     keep = {a for a in graph.outputs if isinstance(a, Var)}
     out: dict[int, list[Var]] = {}
@@ -69,21 +69,6 @@ def _last_uses(graph: Graph) -> dict[int, list[Var]]:
         if v not in keep:
             out.setdefault(i, []).append(v)
     return out
-
-
-def _free_vars(g: Graph) -> set[Var]:
-    """Vars a region reads from its enclosing graph (closure captures)."""
-    defined = set(g.inputs)
-    free: set[Var] = set()
-    for e in g.eqns:
-        for a in e.inputs:
-            if isinstance(a, Var) and a not in defined:
-                free.add(a)
-        for r in e.regions:
-            free |= {v for v in _free_vars(r) if v not in defined}
-        defined.update(e.outputs)
-    free |= {a for a in g.outputs if isinstance(a, Var) and a not in defined}
-    return free
 
 
 def run_graph(
