@@ -169,14 +169,21 @@ def _time(fn: Callable, reps: int = 7) -> float:
     return min(ts)  # the minimum is robust to preemption on a shared machine
 
 
-def measure(candidate: Callable[[torch.Tensor], torch.Tensor], k: int, n: int, dtype=torch.float32) -> dict:
-    """{M: (candidate seconds, dense fp32 seconds)} for M in PROBE_M (the cost model's data)."""
-    w = torch.randn(n, k, dtype=dtype)
+def measure(candidate: Callable[[torch.Tensor], torch.Tensor], k: int, n: int, dtype=torch.float32,
+            baseline: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict:
+    """{M: (candidate seconds, baseline seconds)} for M in PROBE_M (the cost model's data).
+
+    The baseline is what would run instead: dense fp32 for weight-only layers, and for W8A8 the
+    int8 emulation in fp32 (the layer's numerics need quantized activations either way).
+    """
+    if baseline is None:
+        w = torch.randn(n, k, dtype=dtype)
+        baseline = lambda x: F.linear(x, w)  # noqa: E731
     out = {}
     with torch.no_grad():
         for m in PROBE_M:
             x = torch.randn(m, k, dtype=dtype)
-            out[m] = (_time(lambda x=x: candidate(x)), _time(lambda x=x: F.linear(x, w)))
+            out[m] = (_time(lambda x=x: candidate(x)), _time(lambda x=x: baseline(x)))
     return out
 
 
@@ -253,6 +260,8 @@ def lower_qlinear(L, eqn: Eqn, i: int):
         ws = torch.from_numpy(scale.reshape(1, -1).astype(np.float32))
         a_s = torch.tensor(float(act_scale), dtype=torch.float32) if act_scale is not None else None
         fn = lambda xx: int8_dynamic_linear(xx, w_t, ws, a_s)
+        w_f = torch.from_numpy(q.astype(np.float32))
+        emulated = lambda xx: _int8_emulated(xx, w_f, ws, a_s)  # what runs if int_mm is not used
 
         def build():
             args = [xv, _register(L, f"int_mm_{name}", w_t), _register(L, f"qaux_s_{name}", ws)]
@@ -260,21 +269,22 @@ def lower_qlinear(L, eqn: Eqn, i: int):
                 args.append(_register(L, f"qaux_as_{name}", a_s))
             return L.call(int8_dynamic_linear, *args)
 
-        candidate = ("int_mm", build, fn, (k, n, act))
+        candidate = ("int_mm", build, fn, (k, n, act), emulated)
 
     if candidate is not None and policy != "dense":
-        kname, build, fn, key = candidate
+        kname, build, fn, key, baseline = (*candidate, None)[:5]
         use = policy == "compressed" or not cpu
         timing = None
         if not use:
             if key not in ch.table:
-                ch.table[key] = measure(fn, k, n)
+                ch.table[key] = measure(fn, k, n, baseline=baseline)
             timing = ch.table[key]
             use = all(c <= d for c, d in timing.values())
         if use:
             _record(L, ch, name, kname, timing, eqn)
             return build()
-        _record(L, ch, name, "dense", timing, eqn, why=f"{kname} measured slower than dense fp32")
+        slower_than = "the int8 emulation in fp32" if baseline is not None else "dense fp32"
+        _record(L, ch, name, "dense", timing, eqn, why=f"{kname} measured slower than {slower_than}")
     elif candidate is None and policy != "dense":
         _record(L, ch, name, "dense", None, eqn, why="no compressed kernel for this layout on this device")
     else:
