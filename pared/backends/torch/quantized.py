@@ -85,15 +85,20 @@ def int8pack_linear(x, w, scales):
     return out.to(x.dtype).reshape(*lead, w.shape[0])
 
 
+def _tokens_and_scale(x, qmax: float, act_scale: Optional[torch.Tensor] = None):
+    """x as fp32 rows [tokens, K] and its activation scale: per token max|x| / qmax (1 for an
+    all-zero row), or the static ``act_scale`` (qops.quantize_activation's semantics)."""
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    if act_scale is not None:
+        return x2, act_scale.float()
+    s = x2.abs().amax(-1, keepdim=True) / qmax
+    return x2, torch.where(s > 0, s, torch.ones_like(s))
+
+
 def int8_dynamic_linear(x, w_t, w_scale, act_scale: Optional[torch.Tensor] = None):
     """Per-token (or static per-tensor) int8 activations times int8 weights, int32 accumulation."""
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1]).float()
-    if act_scale is None:
-        s = x2.abs().amax(-1, keepdim=True) / 127.0
-        s = torch.where(s > 0, s, torch.ones_like(s))
-    else:
-        s = act_scale.float()
+    x2, s = _tokens_and_scale(x, 127.0, act_scale)
     xq = torch.round(x2 / s).clamp_(-127, 127).to(torch.int8)
     acc = torch._int_mm(xq, w_t)
     return (acc.float() * s * w_scale).to(x.dtype).reshape(*lead, w_t.shape[1])
@@ -102,12 +107,7 @@ def int8_dynamic_linear(x, w_t, w_scale, act_scale: Optional[torch.Tensor] = Non
 def fp8_dynamic_linear(x, w, w_scale, act_scale: Optional[torch.Tensor] = None):
     """fp8 e4m3 per-token activations times fp8 weights (emulated in fp32: no fast CPU fp8 GEMM)."""
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1]).float()
-    if act_scale is None:
-        s = x2.abs().amax(-1, keepdim=True) / 448.0
-        s = torch.where(s > 0, s, torch.ones_like(s))
-    else:
-        s = act_scale.float()
+    x2, s = _tokens_and_scale(x, 448.0, act_scale)
     xq = (x2 / s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn).float()
     return (F.linear(xq, w) * s * w_scale).to(x.dtype).reshape(*lead, w.shape[0])
 
@@ -316,12 +316,7 @@ def _lower_dense(L, eqn, xv, q, scale, zero, act_scale, name):
 
 def _int8_emulated(x, w, w_scale, act_scale=None):
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1]).float()
-    if act_scale is None:
-        s = x2.abs().amax(-1, keepdim=True) / 127.0
-        s = torch.where(s > 0, s, torch.ones_like(s))
-    else:
-        s = act_scale.float()
+    x2, s = _tokens_and_scale(x, 127.0, act_scale)
     xq = torch.round(x2 / s).clamp_(-127, 127)
     # |xq|, |q| <= 127: integer products summed in fp32 are exact up to K ~ 1000, close beyond
     return (F.linear(xq, w) * s * w_scale).to(x.dtype).reshape(*lead, w.shape[0])
