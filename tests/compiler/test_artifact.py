@@ -25,7 +25,6 @@ from pared.compiler.pass_manager import run_pipeline
 from pared.compiler.presets import register_builtin_passes
 from pared.ir import tensor
 from pared.ir.types import Quant, Sparse
-from pared.passes.base import available_passes
 from tests.compiler.mlp import build_mlp
 
 register_builtin_passes()
@@ -71,7 +70,6 @@ def test_codecs_round_trip():
     np.testing.assert_array_equal(out, q)
 
 
-@pytest.mark.skipif("quantize" not in available_passes(), reason="the quantize pass is not registered")
 def test_quantized_round_trip_packs_int4(tmp_path):
     g = run_pipeline(build_mlp(), "quantize{weights=int4,group=32}")
     art = load_artifact(save_artifact(tmp_path / "q", g))

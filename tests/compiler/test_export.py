@@ -17,10 +17,8 @@ from pared.compiler.export import ExportError, dense_weights, export, pack_int32
 from pared.compiler.models import ModelError, resolve_model  # noqa: E402
 from pared.compiler.offline import compress_model, save_result  # noqa: E402
 from pared.compiler.presets import register_builtin_passes  # noqa: E402
-from pared.passes.base import available_passes  # noqa: E402
 
 register_builtin_passes()
-needs_quantize = pytest.mark.skipif("quantize" not in available_passes(), reason="the quantize pass is not registered")
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +42,6 @@ def _artifact(lm, recipe, path):
 
 @pytest.fixture(scope="module")
 def int4_artifact(minilm, tmp_path_factory):
-    if "quantize" not in available_passes():
-        pytest.skip("the quantize pass is not registered")
     return _artifact(minilm, "quantize{weights=int4,group=128}", tmp_path_factory.mktemp("a") / "int4")
 
 
@@ -58,7 +54,6 @@ def test_pack_int32_matches_compressed_tensors():
         np.testing.assert_array_equal(pack_int32(codes, bits), ref)
 
 
-@needs_quantize
 def test_hf_export_loads_with_transformers(minilm, int4_artifact, tmp_path):
     result, art = int4_artifact
     out = export(art, tmp_path / "hf", "hf")
@@ -95,7 +90,6 @@ def _ct_decompress(export_dir):
     return out
 
 
-@needs_quantize
 @pytest.mark.parametrize("recipe,fmt", [
     ("quantize{weights=int4,group=128}", "pack-quantized"),
     ("quantize{weights=uint4,group=128}", "pack-quantized"),
@@ -113,7 +107,6 @@ def test_compressed_tensors_decompress_equals_pared(minilm, tmp_path, recipe, fm
         np.testing.assert_array_equal(w, dense[name], err_msg=name)
 
 
-@needs_quantize
 def test_int_quantized_refuses_int4(int4_artifact, tmp_path):
     with pytest.raises(ExportError, match="int-quantized stores int8"):
         export(int4_artifact[1], tmp_path / "x", "int-quantized")
