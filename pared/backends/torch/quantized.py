@@ -169,9 +169,19 @@ def _time(fn: Callable, reps: int = 7) -> float:
     return min(ts)  # the minimum is robust to preemption on a shared machine
 
 
+def probe_rows(x_type) -> tuple[int, ...]:
+    """The row counts M to measure a linear at: the graph's own M when its input shape is static
+    (a decode step is timed at M=1 only, not at a prefill size it never runs; sizes above
+    PROBE_M's largest are timed there, where the kernels are compute-bound), else PROBE_M."""
+    lead = x_type.shape[:-1]
+    if all(isinstance(d, int) for d in lead):
+        return (min(max(1, int(np.prod(lead, dtype=np.int64))), max(PROBE_M)),)
+    return PROBE_M
+
+
 def measure(candidate: Callable[[torch.Tensor], torch.Tensor], k: int, n: int, dtype=torch.float32,
-            baseline: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict:
-    """{M: (candidate seconds, baseline seconds)} for M in PROBE_M (the cost model's data).
+            baseline: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, rows=PROBE_M) -> dict:
+    """{M: (candidate seconds, baseline seconds)} for M in ``rows`` (the cost model's data).
 
     The baseline is what would run instead: dense fp32 for weight-only layers, and for W8A8 the
     int8 emulation in fp32 (the layer's numerics need quantized activations either way).
@@ -181,7 +191,7 @@ def measure(candidate: Callable[[torch.Tensor], torch.Tensor], k: int, n: int, d
         baseline = lambda x: F.linear(x, w)  # noqa: E731
     out = {}
     with torch.no_grad():
-        for m in PROBE_M:
+        for m in rows:
             x = torch.randn(m, k, dtype=dtype)
             out[m] = (_time(lambda x=x: candidate(x)), _time(lambda x=x: baseline(x)))
     return out
@@ -276,9 +286,10 @@ def lower_qlinear(L, eqn: Eqn, i: int):
         use = policy == "compressed" or not cpu
         timing = None
         if not use:
-            if key not in ch.table:
-                ch.table[key] = measure(fn, k, n, baseline=baseline)
-            timing = ch.table[key]
+            rows = probe_rows(x.type)
+            if (key, rows) not in ch.table:
+                ch.table[key, rows] = measure(fn, k, n, baseline=baseline, rows=rows)
+            timing = ch.table[key, rows]
             use = all(c <= d for c, d in timing.values())
         if use:
             _record(L, ch, name, kname, timing, eqn)

@@ -68,3 +68,13 @@ def test_sparse_quantized_and_adaround_weights_lower_to_torch(rng, p):
     assert kernel_choices(gm) == {"int4pack": 5}
     got = gm(torch.from_numpy(x))[0].numpy()
     assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max()
+
+
+def test_cost_model_times_a_static_graph_at_its_own_rows():
+    from pared.backends.torch.quantized import PROBE_M, probe_rows
+    from pared.ir import tensor
+
+    assert probe_rows(tensor((1, 1, 576))) == (1,)  # a decode step: only M=1 matters
+    assert probe_rows(tensor((2, 8, 64))) == (16,)
+    assert probe_rows(tensor((32, 128, 384))) == (max(PROBE_M),)  # large M: timed where compute-bound
+    assert probe_rows(tensor(("B", 128, 384))) == PROBE_M  # symbolic: every probe size
