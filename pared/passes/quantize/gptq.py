@@ -12,6 +12,12 @@ updates of ``block`` columns). Options:
 * groups: scale/zero per ``group_size`` input channels (ragged last group allowed).
 * sparse weights: zeros present before quantization stay zero (the updates are masked), so GPTQ
   after SparseGPT/GQSA keeps the sparsity pattern ("without refilling zeros").
+* ``observer=mse`` searches each group's clipping range (for dynamic groups, on the weights as
+  updated when the sweep reaches the group); ``mse_weight`` weights that search's error per input
+  channel by diag(H) or by GPTQ's own cost of a column's rounding error, 1 / [H_F^-1]_ii.
+* ``refit``: after the sweep, the group scales (and zero points) are re-solved by least squares
+  for the final codes against the layer error ||(W - W') X^T||^2, optionally alternating with
+  further sweeps at the fitted parameters (``refit_rounds``).
 
 The pass runs through the calibration engine sequentially: each layer sees the activations of the
 already-quantized layers before it.
@@ -34,9 +40,12 @@ from .rtn import Observer, Ragged, make_scheme, skip_ignored
 from .scheme import QuantizationError, WeightScheme, check_weight, grouped, params_from_range
 
 
-def _params(w: np.ndarray, scheme: WeightScheme, observer: str):
-    """scale/zero [N, G] for the current values of ``w`` [N, k] under ``scheme``'s grouping."""
-    lo, hi = weight_range(grouped(w, scheme.group_size), scheme, observer)
+def _params(w: np.ndarray, scheme: WeightScheme, observer: str, importance: Optional[np.ndarray] = None):
+    """scale/zero [N, G] for the current values of ``w`` [N, k] under ``scheme``'s grouping.
+
+    ``importance`` [k] (per input channel) weights the ``mse`` observer's error."""
+    imp = None if importance is None else grouped(np.asarray(importance, np.float64)[None, :], scheme.group_size)
+    lo, hi = weight_range(grouped(w, scheme.group_size), scheme, observer, importance=imp)
     return params_from_range(lo, hi, scheme)
 
 
@@ -48,20 +57,99 @@ def _quant_col(w: np.ndarray, s: np.ndarray, z: Optional[np.ndarray], scheme: We
 
         q = DT.round_to(DT.f8e4m3, (w / s).astype(np.float32)).astype(np.float64)
         return q, q * s
-    q = np.rint(w / s)
-    if z is not None:
-        q = q + z
+    if z is None:
+        q = np.rint(w / s)
+    else:  # rint(w / s) + z for an integer zero (the IR op); a fitted real zero rounds w / s + z
+        zi = np.rint(z)
+        q = np.rint(w / s + (z - zi)) + zi
     q = np.clip(q, scheme.qmin, scheme.qmax)
     return q, ((q - z) if z is not None else q) * s
 
 
+MSE_WEIGHTS = ("none", "hessian", "obs")
+REFITS = ("none", "scale", "scale_zero")
+
+
+def refit_params(w: np.ndarray, h: np.ndarray, q: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray],
+                 scheme: WeightScheme, fit_zero: bool = False):
+    """Least-squares scales (and, with ``fit_zero``, zero points) for fixed codes ``q``.
+
+    Each row's dequantized weight ``dq = s_g (q - z_g)`` is linear in the group scales (and in
+    ``m_g = s_g z_g``), so the scales minimizing the layer error ``(w - dq) H (w - dq)^T`` solve a
+    small [G, G] (or [2G, 2G]) normal system per row, built in O(N K^2). A group whose solution is
+    not finite or not positive keeps its old parameters. Fitted zeros are real numbers (not integer
+    codes). Returns (scale, zero) as float32.
+    """
+    n, k = w.shape
+    gs = scheme.group_size or k
+    G = scheme.groups(k)
+    w = np.asarray(w, np.float64)
+    h = np.asarray(h, np.float64)
+    pad = G * gs - k
+    fz = fit_zero and zero is not None
+    z0 = zero.astype(np.float64) if zero is not None else np.zeros((n, G))
+    # dq = s_g c with c = q - z_g (scales only) or dq = s_g q - m_g (scales and m = s z)
+    c = q.astype(np.float64) - (0.0 if fz else np.repeat(z0, gs, axis=1)[:, :k])
+    if pad:
+        c = np.pad(c, ((0, 0), (0, pad)))
+        h = np.pad(h, ((0, pad), (0, pad)))
+        w = np.pad(w, ((0, 0), (0, pad)))
+    cg = c.reshape(n, G, gs)
+    hw = (w @ h).reshape(n, G, gs)
+    nb = 2 * G if fz else G
+    m = np.zeros((n, nb, nb))
+    b = np.zeros((n, nb))
+    b[:, :G] = (cg * hw).sum(-1)
+    for g in range(G):
+        sl = slice(g * gs, (g + 1) * gs)
+        p = (c[:, sl] @ h[sl, :]).reshape(n, G, gs)  # row r: (c_g^T H[g, :]) split by groups
+        m[:, :G, g] = (cg * p).sum(-1)
+        if fz:
+            hs = h[sl, :].sum(0).reshape(G, gs)  # 1_g^T H[g, :]
+            m[:, G:, G + g] = hs.sum(-1)[None, :]  # (-1_g')^T H (-1_g)
+            m[:, :G, G + g] = -(cg * hs[None]).sum(-1)  # c_g'^T H (-1_g)
+            m[:, G + g, :G] = m[:, :G, G + g]
+    if fz:
+        b[:, G:] = -hw.sum(-1)
+    s0 = scale.astype(np.float64)
+    x0 = np.concatenate([s0, s0 * z0], axis=1) if fz else s0
+    # a tiny ridge toward the current parameters keeps empty / degenerate groups well posed
+    dg = np.einsum("nii->ni", m)
+    lam = 1e-6 * dg.mean(-1, keepdims=True) + 1e-30
+    m[:, np.arange(nb), np.arange(nb)] += lam
+    b = b + lam * x0
+    try:
+        x = np.linalg.solve(m, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return scale, zero
+    s_new = x[:, :G]
+    ok = np.isfinite(x).all(-1, keepdims=True) & (s_new > 0)
+    s_out = np.where(ok, s_new, s0)
+    if fz:
+        z_out = np.where(ok, x[:, G:] / np.where(ok, s_new, 1.0), z0)
+        return s_out.astype(np.float32), z_out.astype(np.float32)
+    return s_out.astype(np.float32), zero
+
+
 def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: int = 128, damp: float = 0.01,
-                  act_order: bool = True, observer: str = "minmax", keep_zeros: Optional[bool] = None):
+                  act_order: bool = True, observer: str = "minmax", keep_zeros: Optional[bool] = None,
+                  mse_weight: str = "none", refit: str = "none", refit_rounds: int = 1):
     """GPTQ of ``w`` [N, K] given ``h`` = X^T X [K, K]; returns (q, scale [N, G], zero or None, dequantized w).
 
     ``keep_zeros`` (default: when more than 10% of ``w`` is exactly zero) keeps zero weights zero.
+    ``mse_weight`` weights the ``mse`` observer's clipping error per input channel: ``none``
+    (GPTQ's unweighted ``|err|^2.4``), ``hessian`` (by diag(H)) or ``obs`` (by 1 / [H_F^-1]_ii,
+    the cost GPTQ itself charges for column i's rounding error, F = the columns not yet quantized).
+    ``refit`` re-solves the group scales (``scale``) or scales and zero points (``scale_zero``,
+    real-valued zeros; falls back to ``scale`` when zeros are kept) by least squares against the
+    original weight for the final codes (:func:`refit_params`); with ``refit_rounds`` > 1 the
+    column sweep is re-run with the fitted parameters held fixed before each further refit.
     Raises QuantizationError on a non-finite Hessian.
     """
+    if mse_weight not in MSE_WEIGHTS:
+        raise QuantizationError(f"gptq: unknown mse_weight {mse_weight!r}; valid: {', '.join(MSE_WEIGHTS)}")
+    if refit not in REFITS:
+        raise QuantizationError(f"gptq: unknown refit {refit!r}; valid: {', '.join(REFITS)}")
     w = np.asarray(w, dtype=np.float64).copy()
     h = np.asarray(h, dtype=np.float64).copy()
     n, k = w.shape
@@ -75,16 +163,12 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
+    w_orig, h_orig = w.copy(), h.copy()
     gs = scheme.group_size
     groups = scheme.groups(k)
 
     perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(k)
     static = act_order or gs is None
-    if static:
-        scale, zero = _params(w, scheme, observer)
-    else:
-        scale = np.zeros((n, groups), np.float32)
-        zero = np.zeros((n, groups), np.float32) if not scheme.symmetric and not scheme.fp8 else None
     w = w[:, perm]
     h = h[np.ix_(perm, perm)]
     if mask is not None:
@@ -96,44 +180,71 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
     except np.linalg.LinAlgError:
         h[np.diag_indices(k)] += 10 * d
         hinv = np.linalg.cholesky(np.linalg.inv(h)).T
-    q_out = np.zeros((n, k), np.float64)
-    dq_out = np.zeros((n, k), np.float64)
+    imp = None  # per input channel (original order) weight of the mse observer's error
+    if observer == "mse" and mse_weight != "none":
+        imp = np.empty(k)
+        imp[perm] = np.diag(h) if mse_weight == "hessian" else 1.0 / np.diag(hinv) ** 2
+        imp[dead] = 0.0
+    if static:
+        scale, zero = _params(w_orig, scheme, observer, imp)
+    else:
+        scale = np.zeros((n, groups), np.float32)
+        zero = np.zeros((n, groups), np.float32) if not scheme.symmetric and not scheme.fp8 else None
     group_of = (perm // gs) if gs is not None else np.zeros(k, np.int64)
-    for i1 in range(0, k, block):
-        i2 = min(i1 + block, k)
-        w1 = w[:, i1:i2].copy()
-        err1 = np.zeros_like(w1)
-        hinv1 = hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = perm[i1 + i]
-            g = group_of[i1 + i]
-            if not static and col % gs == 0:
-                # dynamic groups (no act order): parameters from the weights as updated so far
-                # (columns of this block see the block-start values, as in the reference code)
-                stop = min(col + gs, k)
-                cur = np.concatenate([w1[:, i:], w[:, i2:]], axis=1)[:, : stop - col]
-                s_g, z_g = params_from_range(*weight_range(cur.reshape(n, 1, -1), scheme, observer), scheme)
-                scale[:, g] = s_g[:, 0]
-                if zero is not None:
-                    zero[:, g] = z_g[:, 0]
-            z = zero[:, g].astype(np.float64) if zero is not None else None
-            q, dq = _quant_col(w1[:, i], scale[:, g], z, scheme)
+    sub = WeightScheme(scheme.bits, scheme.symmetric, None, scheme.fp8)
+
+    def sweep(w, scale, zero, dynamic):
+        q_out = np.zeros((n, k), np.float64)
+        dq_out = np.zeros((n, k), np.float64)
+        for i1 in range(0, k, block):
+            i2 = min(i1 + block, k)
+            w1 = w[:, i1:i2].copy()
+            err1 = np.zeros_like(w1)
+            hinv1 = hinv[i1:i2, i1:i2]
+            for i in range(i2 - i1):
+                col = perm[i1 + i]
+                g = group_of[i1 + i]
+                if dynamic and col % gs == 0:
+                    # dynamic groups (no act order): parameters from the weights as updated so far
+                    # (columns of this block see the block-start values, as in the reference code)
+                    stop = min(col + gs, k)
+                    cur = np.concatenate([w1[:, i:], w[:, i2:]], axis=1)[:, : stop - col]
+                    s_g, z_g = _params(cur, sub, observer, None if imp is None else imp[col:stop])
+                    scale[:, g] = s_g[:, 0]
+                    if zero is not None:
+                        zero[:, g] = z_g[:, 0]
+                z = zero[:, g].astype(np.float64) if zero is not None else None
+                q, dq = _quant_col(w1[:, i], scale[:, g], z, scheme)
+                if mask is not None:
+                    m = mask[:, i1 + i]
+                    q = np.where(m, q, (z if z is not None else 0.0))
+                    dq = np.where(m, dq, 0.0)
+                q_out[:, col] = q
+                dq_out[:, col] = dq
+                e = (w1[:, i] - dq) / hinv1[i, i]
+                w1[:, i:] -= np.outer(e, hinv1[i, i:])
+                if mask is not None:
+                    w1[:, i:] *= mask[:, i1 + i : i2]
+                err1[:, i] = e
+            w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
             if mask is not None:
-                m = mask[:, i1 + i]
-                q = np.where(m, q, (z if z is not None else 0.0))
-                dq = np.where(m, dq, 0.0)
-            q_out[:, col] = q
-            dq_out[:, col] = dq
-            e = (w1[:, i] - dq) / hinv1[i, i]
-            w1[:, i:] -= np.outer(e, hinv1[i, i:])
-            if mask is not None:
-                w1[:, i:] *= mask[:, i1 + i : i2]
-            err1[:, i] = e
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-        if mask is not None:
-            w[:, i2:] *= mask[:, i2:]
+                w[:, i2:] *= mask[:, i2:]
+        return q_out, dq_out
+
+    q_out, dq_out = sweep(w.copy(), scale, zero, not static)
+    scale = scale.astype(np.float32)
+    zero = zero.astype(np.float32) if zero is not None else None
+    if refit != "none" and not scheme.fp8:
+        from .scheme import dequantize_with
+
+        fit_zero = refit == "scale_zero" and mask is None
+        for r in range(refit_rounds):
+            if r:  # re-run the sweep with the fitted parameters held fixed
+                q_out, _ = sweep(w.copy(), scale, zero, False)
+            scale, zero = refit_params(w_orig, h_orig, q_out, scale, zero, scheme, fit_zero=fit_zero)
+        dq_out = dequantize_with(q_out, scale, zero, scheme).astype(np.float64)
     q_out = q_out.astype(np.float32) if scheme.fp8 else q_out.astype(scheme.dtype.storage)
-    return q_out, scale.astype(np.float32), (zero.astype(np.float32) if zero is not None else None), dq_out.astype(np.float32)
+    return q_out, scale, zero, dq_out.astype(np.float32)
 
 
 def reconstruction_error(w: np.ndarray, w_new: np.ndarray, h: np.ndarray) -> float:
@@ -148,10 +259,19 @@ class GPTQ(Pass):
     """GPTQ weight quantization of every linear layer, calibrated sequentially.
 
     Options:
-        weights, group, scheme, observer, ragged, act_dtype, ignore, targets: as for ``quantize``.
+        weights, group, scheme, observer, ragged, act_dtype, ignore, targets: as for ``quantize``
+            (observer defaults to ``mse`` here).
         act_order: quantize columns by decreasing Hessian diagonal.
         block: columns per lazy-update block.
         damp: dampening, a fraction of the mean Hessian diagonal.
+        mse_weight: with observer=mse, how the clipping search weights each input channel's
+            error: ``none`` (GPTQ's unweighted |err|^2.4), ``hessian`` (diag(H)) or ``obs``
+            (1 / [H_F^-1]_ii, the layer-error cost GPTQ charges for that column's rounding).
+        refit: ``none``, ``scale`` (least-squares group scales for the final codes, integer zero
+            points kept) or ``scale_zero`` (scales and real-valued zero points; scale-only when
+            the weight's zeros are kept, as after pruning), minimizing ||(W - W') X^T||^2.
+        refit_rounds: refits, each after the first preceded by a GPTQ sweep at the fitted
+            scales/zeros (more rounds: lower layer error, one sweep's time each).
         activations: ``none`` (weight-only) or ``dynamic`` (W8A8 with per-token int8
             activations; needs weights=int8, no groups, scheme=sym).
     """
@@ -159,11 +279,14 @@ class GPTQ(Pass):
     weights: str = "int4"
     group: Optional[int] = 128
     scheme: Literal["sym", "asym", "auto"] = "auto"
-    observer: Observer = "minmax"
+    observer: Observer = "mse"
     ragged: Ragged = "allow"
     act_order: bool = True
     block: int = 128
     damp: float = 0.01
+    mse_weight: Literal["none", "hessian", "obs"] = "obs"
+    refit: Literal["none", "scale", "scale_zero"] = "scale_zero"
+    refit_rounds: int = 3
     activations: Literal["none", "dynamic"] = "none"
     act_dtype: Optional[str] = None
     ignore: tuple[str, ...] = ()
@@ -171,6 +294,8 @@ class GPTQ(Pass):
 
     def __post_init__(self):
         s = make_scheme(self.weights, self.group, self.scheme)
+        if self.refit_rounds < 1:
+            raise QuantizationError(f"gptq refit_rounds must be >= 1, got {self.refit_rounds}")
         if self.activations == "dynamic" and (s.bits != 8 or s.group_size is not None or not s.symmetric or s.fp8):
             raise QuantizationError("gptq activations=dynamic (W8A8) needs weights=int8, group=none, scheme=sym")
 
@@ -193,7 +318,9 @@ class GPTQ(Pass):
                 ctx.report.add(self.name, ws.param, skipped=why)
                 return None
             q, s, z, dq = gptq_quantize(w2, stats.hessian, scheme, block=self.block, damp=self.damp,
-                                        act_order=self.act_order, observer=self.observer)
+                                        act_order=self.act_order, observer=self.observer,
+                                        mse_weight=self.mse_weight, refit=self.refit,
+                                        refit_rounds=self.refit_rounds)
             err = reconstruction_error(w2, dq, stats.hessian)
             from .rtn import rtn_quantize
             from .scheme import dequantize_with

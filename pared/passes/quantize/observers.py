@@ -8,7 +8,9 @@ per-tensor range. Methods:
 * ``percentile``: the ``percentile``-th / (100 - ``percentile``)-th percentiles (clips outliers).
 * ``mse``: shrink the min/max range by a factor in [``mse_min_shrink``, 1] on a grid and keep
   the factor whose quantize-dequantize error ``sum |x - dq(q(x))|^2.4`` is smallest (the search
-  of GPTQ's ``Quantizer.find_params(mse=True)``; the norm 2.4 is theirs).
+  of GPTQ's ``Quantizer.find_params(mse=True)``; the norm 2.4 is theirs). With ``importance``
+  (per-element weights, e.g. a Hessian diagonal per input channel) the error is instead the
+  weighted squared error ``sum importance * (x - dq(q(x)))^2``.
 * ``sparse``: min/max over the nonzero values only (LiDAR-PTQ's sparsity-based calibration);
   zeros are still exact since every range includes 0.
 """
@@ -31,8 +33,11 @@ def _check(method: str) -> None:
 
 
 def weight_range(wg: np.ndarray, scheme: WeightScheme, method: str = "minmax", percentile: float = 99.9,
-                 grid: int = 40, mse_min_shrink: float = 0.5):
-    """Per-group (lo, hi) of a grouped weight [N, G, g] (NaN marks ragged padding); shapes [N, G]."""
+                 grid: int = 40, mse_min_shrink: float = 0.5, importance: Optional[np.ndarray] = None):
+    """Per-group (lo, hi) of a grouped weight [N, G, g] (NaN marks ragged padding); shapes [N, G].
+
+    ``importance`` (broadcastable to ``wg``, nonnegative) weights the ``mse`` search's squared error.
+    """
     _check(method)
     with np.errstate(all="ignore"):
         if method == "sparse":
@@ -46,7 +51,7 @@ def weight_range(wg: np.ndarray, scheme: WeightScheme, method: str = "minmax", p
             lo, hi = np.nanmin(wg, axis=-1), np.nanmax(wg, axis=-1)
     lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
     if method == "mse":
-        lo, hi = _mse_search(wg, lo, hi, scheme, grid, mse_min_shrink)
+        lo, hi = _mse_search(wg, lo, hi, scheme, grid, mse_min_shrink, importance)
     return lo, hi
 
 
@@ -63,8 +68,9 @@ def _fake_quant(x: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray], sc
     return ((q - zero) if zero is not None else q) * scale
 
 
-def _mse_search(wg, lo, hi, scheme: WeightScheme, grid: int, min_shrink: float):
+def _mse_search(wg, lo, hi, scheme: WeightScheme, grid: int, min_shrink: float, importance=None):
     x = np.nan_to_num(wg.astype(np.float64), nan=0.0)  # padding: 0 quantizes exactly, adds no error
+    imp = None if importance is None else np.nan_to_num(np.asarray(importance, np.float64), nan=0.0)
     best = np.full(lo.shape, np.inf)
     best_lo, best_hi = lo.copy(), hi.copy()
     for i in range(grid + 1):
@@ -73,7 +79,8 @@ def _mse_search(wg, lo, hi, scheme: WeightScheme, grid: int, min_shrink: float):
         s, z = params_from_range(lo_p, hi_p, scheme)
         s = s.astype(np.float64)[..., None]
         zz = z.astype(np.float64)[..., None] if z is not None else None
-        err = (np.abs(_fake_quant(x, s, zz, scheme) - x) ** 2.4).sum(axis=-1)
+        d = _fake_quant(x, s, zz, scheme) - x
+        err = (np.abs(d) ** 2.4).sum(axis=-1) if imp is None else (imp * d * d).sum(axis=-1)
         better = err < best
         best = np.where(better, err, best)
         best_lo, best_hi = np.where(better, lo_p, best_lo), np.where(better, hi_p, best_hi)

@@ -127,6 +127,54 @@ def test_gptq_keeps_zeros_of_sparse_weights(rng):
     assert (dq[:, 1::2] == 0).all()
 
 
+def _correlated_layer(rng, k=128, n=48):
+    mix = np.eye(k) + 0.4 * rng.standard_normal((k, k))
+    x = (rng.standard_normal((1024, k)) @ mix) * np.exp(rng.standard_normal(k))  # uneven channel scales
+    return rng.standard_normal((n, k)).astype(np.float32), x.T @ x
+
+
+def test_gptq_weighted_mse_clipping_lowers_layer_error(rng):
+    w, h = _correlated_layer(rng)
+    s = WeightScheme(4, False, 32)
+    for act_order in (True, False):
+        errs = {}
+        for mw in ("none", "hessian", "obs"):
+            q, scale, zero, dq = gptq_quantize(w, h, s, act_order=act_order, observer="mse", mse_weight=mw)
+            np.testing.assert_allclose(dequantize_with(q, scale, zero, s), dq, atol=1e-5)
+            errs[mw] = reconstruction_error(w, dq, h)
+        errs["minmax"] = reconstruction_error(w, gptq_quantize(w, h, s, act_order=act_order)[3], h)
+        assert errs["obs"] < 0.97 * errs["minmax"] and errs["obs"] < errs["none"], (act_order, errs)
+    with pytest.raises(QuantizationError, match="mse_weight"):
+        gptq_quantize(w, h, s, observer="mse", mse_weight="diag")
+
+
+def test_gptq_refit_lowers_layer_error(rng):
+    w, h = _correlated_layer(rng)
+    for s in (WeightScheme(4, False, 32), WeightScheme(4, True, 32), WeightScheme(4, True, None)):
+        base = reconstruction_error(w, gptq_quantize(w, h, s)[3], h)
+        prev = base
+        for refit, rounds in (("scale", 1), ("scale_zero", 1), ("scale_zero", 3)):
+            q, scale, zero, dq = gptq_quantize(w, h, s, refit=refit, refit_rounds=rounds)
+            np.testing.assert_allclose(dequantize_with(q, scale, zero, s), dq, rtol=1e-5, atol=1e-5)
+            assert (scale > 0).all()
+            e = reconstruction_error(w, dq, h)
+            assert e < 0.99 * base and e <= prev * 1.0001, (s, refit, rounds, e, prev, base)
+            prev = e
+        if not s.symmetric:
+            z1 = gptq_quantize(w, h, s, refit="scale")[2]
+            assert (z1 == np.rint(z1)).all()  # scale-only refit keeps integer zero points
+
+
+def test_gptq_refit_keeps_zeros_of_sparse_weights(rng):
+    k = 64
+    x = rng.standard_normal((512, k))
+    w = rng.standard_normal((16, k)).astype(np.float32)
+    w[:, 1::2] = 0
+    s = WeightScheme(4, False, 32)
+    q, scale, zero, dq = gptq_quantize(w, x.T @ x, s, refit="scale_zero", refit_rounds=2)
+    assert (dq[:, 1::2] == 0).all() and (zero == np.rint(zero)).all()
+
+
 def test_gptq_pass_uses_the_calibration_engine(rng):
     g = mlp_graph(rng)
     cal = calibration(rng)
@@ -139,6 +187,21 @@ def test_gptq_pass_uses_the_calibration_engine(rng):
     x = cal[0][0]
     ref, = run_graph(g, [x])
     assert rel(run_graph(out, [x])[0], ref) < rel(run_graph(rtn, [x])[0], ref)
+
+
+def test_gptq_pass_with_clipping_search_and_refit(rng):
+    g = mlp_graph(rng)
+    cal = calibration(rng)
+    ctx = ctx_with(cal)
+    out = GPTQ(weights="uint4", group=32, observer="mse", mse_weight="obs", refit="scale_zero", refit_rounds=2)(g, ctx)
+    verify(out)
+    rows = [r for r in ctx.report.for_pass("gptq") if "recon_err" in r.fields]
+    assert len(rows) == 5 and all(r.fields["recon_err"] < r.fields["recon_err_rtn"] for r in rows)
+    x = cal[0][0]
+    ref, = run_graph(g, [x])
+    assert rel(run_graph(out, [x])[0], ref) < rel(run_graph(QuantizeWeights(weights="uint4", group=32)(g), [x])[0], ref)
+    with pytest.raises(QuantizationError, match="refit_rounds"):
+        GPTQ(weights="uint4", group=32, refit="scale", refit_rounds=0)
 
 
 def test_calibration_with_nan_is_an_error(rng):

@@ -9,7 +9,7 @@ from pared.backends.reference.interpreter import run_graph  # noqa: E402
 from pared.backends.torch import lower  # noqa: E402
 from pared.backends.torch.quantized import kernel_choices, use_kernels  # noqa: E402
 from pared.passes import PassContext  # noqa: E402
-from pared.passes.quantize import FP8, GQSA, W8A8, AdaRound, QuantizeWeights  # noqa: E402
+from pared.passes.quantize import FP8, GPTQ, GQSA, W8A8, AdaRound, QuantizeWeights  # noqa: E402
 
 from .conftest import calibration, mlp_graph  # noqa: E402
 
@@ -23,6 +23,7 @@ CASES = [
     (W8A8(), "int_mm", 1e-4),
     (W8A8(activations="static"), "int_mm", 1e-4),
     (FP8(), "dense", 1e-4),
+    (GPTQ(weights="uint4", group=32), "int4pack", 1e-5),  # refit zeros are real-valued
 ]
 
 
@@ -78,3 +79,21 @@ def test_cost_model_times_a_static_graph_at_its_own_rows():
     assert probe_rows(tensor((2, 8, 64))) == (16,)
     assert probe_rows(tensor((32, 128, 384))) == (max(PROBE_M),)  # large M: timed where compute-bound
     assert probe_rows(tensor(("B", 128, 384))) == PROBE_M  # symbolic: every probe size
+
+
+def test_gptq_real_valued_zeros_match_reference_on_xla(rng):
+    """GPTQ's least-squares refit stores real-valued zero points: the XLA lowering reads them as the
+    reference interpreter does."""
+    pytest.importorskip("jax")
+    from pared.backends.xla import graph_params
+    from pared.backends.xla import lower as xla_lower
+
+    cal = calibration(rng, k=72, outliers=False)
+    g = GPTQ(weights="uint4", group=32)(mlp_graph(rng, k=72, hidden=120), PassContext(calibration=cal, options={"progress": False}))
+    zeros = [np.asarray(g.weight(p.name)) for p in g.params if p.name.endswith("zero")]
+    assert zeros and any(np.any(z != np.round(z)) for z in zeros)  # the refit did move the zeros
+    x = cal[0][0]
+    want, = run_graph(g, [x])
+    out = xla_lower(g)(graph_params(g), x)
+    got = np.asarray(out[0] if isinstance(out, (tuple, list)) else out)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
