@@ -11,6 +11,11 @@ shared core compresses the model with ``pared.compress(model, example, recipe=..
 
     python benchmarks/quality.py --model smollm2 --rows "dense,sparsegpt 50%,sparsegpt+dsnot 2:4"
     python benchmarks/quality.py --model minilm --write      # append a section to RESULTS.md
+    python benchmarks/quality.py --rows "dense,sparsegpt 2:4" --llmc /tmp/llmc/bin/python
+
+``--llmc PYTHON`` also runs llm-compressor on the same rows, windows and calibration samples
+(``benchmarks/llmc_rows.py`` in llm-compressor's own environment, since it pins another
+transformers); its perplexities go in a column next to pared's.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ import argparse
 import bz2
 import datetime
 import importlib.util
+import json
 import os
 import platform
 import re
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +47,7 @@ for _pat, _opt in (("50%", "sparsity=0.5"), ("2:4", "pattern=2:4"), ("4:8", "pat
         (f"wanda {_pat}", f"sparsify{{method=wanda,{_opt}}}", True),
         (f"sparsegpt {_pat}", f"sparsify{{method=sparsegpt,{_opt}}}", True),
         (f"magnitude+dsnot {_pat}", f"sparsify{{method=magnitude,{_opt},dsnot=true}}", True),
+        (f"random+dsnot {_pat}", f"sparsify{{method=random,{_opt},dsnot=true}}", True),
         (f"wanda+dsnot {_pat}", f"sparsify{{method=wanda,{_opt},dsnot=true}}", True),
         (f"sparsegpt+dsnot {_pat}", f"sparsify{{method=sparsegpt,{_opt},dsnot=true}}", True),
     ]
@@ -101,6 +110,28 @@ def wikipedia_text() -> str:
             if len(line.split()) >= 20 and not line.startswith(("|", "!", "{", "}", "*", "#", ":", "=")):
                 paras.append(line)
     return "\n\n".join(paras)
+
+
+# --- model size -------------------------------------------------------------------------------
+
+
+def torch_bytes(module) -> int:
+    """Bytes of a torch module's parameters and buffers, a tied tensor counted once."""
+    seen, n = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            n += t.numel() * t.element_size()
+    return n
+
+
+def stored_bytes(compressed, report) -> int:
+    """The compressed model's size as pared stores it: packed quantized values, their scales and
+    zeros, sparse metadata where an encoding packs it, every other weight as is (report totals)."""
+    from pared.compiler.report import layer_table, totals
+
+    g = compressed.compiled.graph
+    return int(totals(g, layer_table(g, report.to_dicts()))["model_bytes_stored"])
 
 
 # --- SmolLM2 ------------------------------------------------------------------------------------
@@ -166,18 +197,44 @@ def run_smollm2(rows, args):
     print(f"SmolLM2-135M: text {ntok} tokens; eval {len(evals)} x {args.seq}, calibration {len(cal)} x {args.seq}", flush=True)
     dense = perplexity(lm, evals)
     print(f"dense (eager torch) ppl {dense:.3f}", flush=True)
+    if getattr(args, "llmc", None):
+        args.llmc_results = run_llmc(args.llmc, [("dense", None, False)] + [r for r in rows if r[0] != "dense"], evals, cal)
     results = []
     for name, recipe, needs_cal in rows:
         t0 = time.perf_counter()
         if recipe is None:
-            cm = lm
+            cm, nbytes = lm, torch_bytes(lm)
         else:
-            cm, _ = pared.compress(lm, (evals[0],), recipe=recipe, calibration=cal if needs_cal else None)
+            cm, rep = pared.compress(lm, (evals[0],), recipe=recipe, calibration=cal if needs_cal else None)
+            nbytes = stored_bytes(cm, rep)
         t_comp = time.perf_counter() - t0
         ppl = perplexity(cm, evals)
-        results.append((name, ppl, ppl / dense, t_comp))
-        print(f"{name:28s} ppl {ppl:9.3f}  ratio {ppl / dense:7.3f}x  compress {t_comp:6.1f} s", flush=True)
+        results.append((name, ppl, ppl / dense, t_comp, nbytes))
+        print(f"{name:28s} ppl {ppl:9.3f}  ratio {ppl / dense:7.3f}x  compress {t_comp:6.1f} s  {nbytes / 2**20:7.1f} MiB", flush=True)
     return dense, results
+
+
+def run_llmc(python: str, rows, evals, cal) -> dict:
+    """{row: {"ppl", "seconds"} or {"error"}} from llm-compressor on the same windows and samples."""
+    from pared.compiler.models import smollm2_fp32_dir
+
+    with tempfile.TemporaryDirectory() as d:
+        data = Path(d) / "windows.npz"
+        np.savez(data, evals=np.concatenate([e.numpy() for e in evals]), cal=np.concatenate([c.numpy() for c in cal]))
+        cmd = [python, str(ROOT / "benchmarks" / "llmc_rows.py"), "--model-dir", str(smollm2_fp32_dir()),
+               "--data", str(data), "--rows", ",".join(r[0] for r in rows)]
+        print("llm-compressor:", " ".join(cmd), flush=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        out = {}
+        for line in proc.stdout:
+            if line.startswith("{"):
+                res = json.loads(line)
+                if "row" in res:
+                    out[res["row"]] = res
+                print("llm-compressor", res, flush=True)
+        if proc.wait() != 0:
+            print(f"llm-compressor runner exited with {proc.returncode}", flush=True)
+    return out
 
 
 # --- MiniLM -------------------------------------------------------------------------------------
@@ -231,12 +288,16 @@ def run_minilm(rows, args):
     results = []
     for name, recipe, needs_cal in rows:
         t0 = time.perf_counter()
-        cm = emb if recipe is None else pared.compress(emb, tb[0], recipe=recipe, calibration=cb if needs_cal else None)[0]
+        if recipe is None:
+            cm, nbytes = emb, torch_bytes(emb)
+        else:
+            cm, rep = pared.compress(emb, tb[0], recipe=recipe, calibration=cb if needs_cal else None)
+            nbytes = stored_bytes(cm, rep)
         t_comp = time.perf_counter() - t0
         with torch.no_grad():
             out = torch.cat([cm(*b) for b in tb])
         cos = float(torch.nn.functional.cosine_similarity(out, ref, dim=1).mean())
-        results.append((name, cos, cos, t_comp))
+        results.append((name, cos, cos, t_comp, nbytes))
         print(f"{name:28s} cosine {cos:.4f}  compress {t_comp:6.1f} s", flush=True)
     return 1.0, results
 
@@ -256,13 +317,31 @@ def markdown(model: str, dense: float, results, args) -> str:
         head = (f"## quality: SmolLM2-135M perplexity (pared sparsify)\n\n- date {date}; {machine()}\n"
                 f"- {16} windows x {args.seq} tokens of cleaned gensim Wikipedia text; calibration {args.n_cal} x {args.seq} "
                 f"tokens from a disjoint part; dense ppl **{dense:.3f}**\n- evaluated: the pared-compiled module "
-                f"(torch.export -> IR -> passes -> torch backend)\n\n| row | ppl | ratio to dense | compress s |\n|---|---|---|---|\n")
-        body = "".join(f"| {n} | {p:.3f} | {r:.3f}x | {t:.0f} |\n" for n, p, r, t in results)
+                f"(torch.export -> IR -> passes -> torch backend)\n")
+        llmc = getattr(args, "llmc_results", None)
+        if not llmc:
+            head += "\n| row | ppl | ratio to dense | stored MiB | compress s |\n|---|---|---|---|---|\n"
+            body = "".join(f"| {n} | {p:.3f} | {r:.3f}x | {b / 2**20:.1f} | {t:.0f} |\n" for n, p, r, t, b in results)
+        else:
+            ld = llmc.get("dense", {}).get("ppl")
+            head += (f"- llm-compressor 0.14 in the same run, same windows and calibration samples "
+                     f"(`benchmarks/llmc_rows.py`); its dense ppl {ld if ld is None else f'{ld:.3f}'}\n\n"
+                     "| row | pared ppl | pared ratio | llm-compressor ppl | llm-compressor ratio | pared stored MiB | pared s | llm-compressor s |\n"
+                     "|---|---|---|---|---|---|---|---|\n")
+            body = ""
+            for n, p, r, t, b in results:
+                lr = llmc.get(n, {})
+                if "ppl" in lr and ld:
+                    lc = f"{lr['ppl']:.3f} | {lr['ppl'] / ld:.3f}x | "
+                    ls = f"{lr['seconds']:.0f}"
+                else:
+                    lc, ls = f"- | {lr.get('error', 'not run')} | ", "-"
+                body += f"| {n} | {p:.3f} | {r:.3f}x | {lc}{b / 2**20:.1f} | {t:.0f} | {ls} |\n"
     else:
         head = (f"## quality: all-MiniLM-L6-v2 embedding cosine to dense (pared sparsify)\n\n- date {date}; {machine()}\n"
                 f"- 256 Wikipedia sentences (max 128 tokens), calibration on 128 others\n\n"
-                f"| row | mean cosine | compress s |\n|---|---|---|\n")
-        body = "".join(f"| {n} | {c:.4f} | {t:.0f} |\n" for n, c, _, t in results)
+                f"| row | mean cosine | stored MiB | compress s |\n|---|---|---|---|\n")
+        body = "".join(f"| {n} | {c:.4f} | {b / 2**20:.1f} | {t:.0f} |\n" for n, c, _, t, b in results)
     return head + body
 
 
@@ -272,6 +351,7 @@ def main(argv=None):
     ap.add_argument("--rows", default="", help="comma-separated row names (default: all)")
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--n-cal", type=int, default=32)
+    ap.add_argument("--llmc", metavar="PYTHON", help="python of an environment with llmcompressor 0.14: run it side by side")
     ap.add_argument("--write", action="store_true", help="append a section to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
