@@ -56,24 +56,42 @@ def pared_rows(model, example, recipes: dict) -> tuple[dict, dict]:
     for name, recipe in recipes.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cm, _ = pared.compress(model, example, recipe=recipe)
+            # "+ inductor" rows hand pared's lowered graph to Inductor (the counterpart of torchao + compile)
+            try:
+                cm, _ = pared.compress(model, example, recipe=recipe, inductor=name.endswith("+ inductor"))
+            except Exception as e:  # a row that fails is reported, not fatal
+                print(f"{name}: failed ({type(e).__name__}: {str(e)[:300]})")
+                continue
         fns[name] = cm
         kernels[name] = Q.kernel_choices(cm.compiled.fn) if hasattr(cm.compiled.fn, "named_buffers") else {}
     return fns, kernels
 
 
-def torchao_rows(model_factory, example) -> dict:
+def torchao_rows(model_factory, example, int4: bool = False) -> dict:
     try:
         import torch
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+        from torchao.quantization import (
+            Int8DynamicActivationInt8WeightConfig,
+            Int8WeightOnlyConfig,
+            IntxWeightOnlyConfig,
+            PerGroup,
+            quantize_,
+        )
     except Exception as e:  # torchao not installed or incompatible
         print(f"torchao unavailable: {type(e).__name__}: {e}")
         return {}
     out = {}
-    for name, cfg in (("torchao w8a8 dyn + compile", Int8DynamicActivationInt8WeightConfig()),
-                      ("torchao int8 weight-only + compile", Int8WeightOnlyConfig())):
+    cases = [("torchao w8a8 dyn + compile", Int8DynamicActivationInt8WeightConfig, {}, None),
+             ("torchao int8 weight-only + compile", Int8WeightOnlyConfig, {}, None)]
+    if int4:  # int4 groups of 64 on a bf16 model (Inductor fuses the dequantization into the matmul)
+        cases.append(("torchao int4 g64 weight-only (bf16) + compile", IntxWeightOnlyConfig,
+                      dict(weight_dtype=torch.int4, granularity=PerGroup(64)), torch.bfloat16))
+    for name, cls, kw, dtype in cases:
         try:
+            cfg = cls(**kw)
             m = model_factory()
+            if dtype is not None:
+                m = m.to(dtype)
             quantize_(m, cfg)
             out[name] = torch.compile(m)
         except Exception as e:
@@ -81,7 +99,7 @@ def torchao_rows(model_factory, example) -> dict:
     return out
 
 
-def run_case(title, factory, example, recipes, reps, ao=True):
+def run_case(title, factory, example, recipes, reps, ao=True, ao_int4=False):
     import torch
 
     base = factory()
@@ -89,7 +107,7 @@ def run_case(title, factory, example, recipes, reps, ao=True):
     pfns, kernels = pared_rows(base, example, recipes)
     fns.update(pfns)
     if ao:
-        fns.update(torchao_rows(factory, example))
+        fns.update(torchao_rows(factory, example, int4=ao_int4))
     ok = {}
     for k, f in fns.items():  # a row that fails is reported, not fatal
         try:
@@ -124,6 +142,7 @@ def main(argv=None):
         recipes = {
             "pared dense": None,
             "pared w8a8 dynamic": "w8a8",
+            "pared w8a8 dynamic + inductor": "w8a8",
             "pared int8 weight-only (bf16 act)": "quantize{weights=int8,act_dtype=bf16}",
             "pared int4 g128 weight-only (bf16 act)": "quantize{weights=int4,group=128,act_dtype=bf16}",
         }
@@ -137,11 +156,12 @@ def main(argv=None):
             "pared dense": None,
             "pared int8 weight-only (bf16 act)": "quantize{weights=int8,act_dtype=bf16}",
             "pared int4 g64 weight-only (bf16 act)": "quantize{weights=uint4,group=64,act_dtype=bf16}",
+            "pared int4 g64 weight-only (bf16 act) + inductor": "quantize{weights=uint4,group=64,act_dtype=bf16}",
             "pared w8a8 dynamic": "w8a8",
         }
         factory = lambda: _Logits(load_smollm2()[0])
         ex = (torch.randint(1000, 20000, (1, 1)),)
-        rows += run_case("SmolLM2 decode step", factory, ex, recipes, args.reps, not args.no_torchao)
+        rows += run_case("SmolLM2 decode step", factory, ex, recipes, args.reps, not args.no_torchao, ao_int4=True)
     text = markdown(rows, args)
     print(text)
     if args.write:

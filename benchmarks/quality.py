@@ -64,6 +64,8 @@ QUANT_ROWS = [
     ("rtn int8", f"quantize{{weights=int8,{_QI}}}", False),
     ("rtn int4 g64", f"quantize{{weights=uint4,group=64,{_QI}}}", False),
     ("rtn int4 g128", f"quantize{{weights=uint4,group=128,{_QI}}}", False),
+    ("rtn int3 g64", f"quantize{{weights=uint3,group=64,{_QI}}}", False),
+    ("rtn int3 g128", f"quantize{{weights=uint3,group=128,{_QI}}}", False),
     ("gptq int4 g64", f"gptq{{weights=uint4,group=64,{_QI}}}", True),
     ("gptq int4 g128", f"gptq{{weights=uint4,group=128,{_QI}}}", True),
     ("gptq int3 g64", f"gptq{{weights=uint3,group=64,{_QI}}}", True),
@@ -126,12 +128,12 @@ def torch_bytes(module) -> int:
 
 
 def stored_bytes(compressed, report) -> int:
-    """The compressed model's size as pared stores it: packed quantized values, their scales and
-    zeros, sparse metadata where an encoding packs it, every other weight as is (report totals)."""
-    from pared.compiler.report import layer_table, totals
+    """The compressed model's size as its kernels store it: quantized values packed at their bits
+    with their scales and zeros, sparse(+quantized) weights as kept values plus pattern metadata
+    (:func:`pared.passes.quantize.linears.model_bytes`), every other weight as is."""
+    from pared.passes.quantize.linears import model_bytes
 
-    g = compressed.compiled.graph
-    return int(totals(g, layer_table(g, report.to_dicts()))["model_bytes_stored"])
+    return int(model_bytes(compressed.compiled.graph))
 
 
 # --- SmolLM2 ------------------------------------------------------------------------------------
