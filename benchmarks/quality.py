@@ -127,7 +127,18 @@ def torch_bytes(module) -> int:
     return n
 
 
-def stored_bytes(compressed, report) -> int:
+def compress_row(module, example, recipe, calibration):
+    """(compiled module, stored bytes, compress seconds) of one row; the module itself for dense."""
+    import pared
+
+    if recipe is None:
+        return module, torch_bytes(module), 0.0
+    t0 = time.perf_counter()
+    cm, _ = pared.compress(module, example, recipe=recipe, calibration=calibration)
+    return cm, stored_bytes(cm), time.perf_counter() - t0
+
+
+def stored_bytes(compressed) -> int:
     """The compressed model's size as its kernels store it: quantized values packed at their bits
     with their scales and zeros, sparse(+quantized) weights as kept values plus pattern metadata
     (:func:`pared.passes.quantize.linears.model_bytes`), every other weight as is."""
@@ -203,13 +214,7 @@ def run_smollm2(rows, args):
         args.llmc_results = run_llmc(args.llmc, [("dense", None, False)] + [r for r in rows if r[0] != "dense"], evals, cal)
     results = []
     for name, recipe, needs_cal in rows:
-        t0 = time.perf_counter()
-        if recipe is None:
-            cm, nbytes = lm, torch_bytes(lm)
-        else:
-            cm, rep = pared.compress(lm, (evals[0],), recipe=recipe, calibration=cal if needs_cal else None)
-            nbytes = stored_bytes(cm, rep)
-        t_comp = time.perf_counter() - t0
+        cm, nbytes, t_comp = compress_row(lm, (evals[0],), recipe, cal if needs_cal else None)
         ppl = perplexity(cm, evals)
         results.append((name, ppl, ppl / dense, t_comp, nbytes))
         print(f"{name:28s} ppl {ppl:9.3f}  ratio {ppl / dense:7.3f}x  compress {t_comp:6.1f} s  {nbytes / 2**20:7.1f} MiB", flush=True)
@@ -289,13 +294,7 @@ def run_minilm(rows, args):
     print(f"MiniLM: {len(test)} test sentences, {len(calib)} calibration sentences (128 tokens)", flush=True)
     results = []
     for name, recipe, needs_cal in rows:
-        t0 = time.perf_counter()
-        if recipe is None:
-            cm, nbytes = emb, torch_bytes(emb)
-        else:
-            cm, rep = pared.compress(emb, tb[0], recipe=recipe, calibration=cb if needs_cal else None)
-            nbytes = stored_bytes(cm, rep)
-        t_comp = time.perf_counter() - t0
+        cm, nbytes, t_comp = compress_row(emb, tb[0], recipe, cb if needs_cal else None)
         with torch.no_grad():
             out = torch.cat([cm(*b) for b in tb])
         cos = float(torch.nn.functional.cosine_similarity(out, ref, dim=1).mean())
