@@ -31,8 +31,8 @@ from ..base import Pass, register_pass
 from ..calibrated import hessian_norm2
 from ..context import PassContext
 from .gptq import reconstruction_error
-from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select
-from .rtn import Observer, Ragged, make_scheme, rtn_quantize, skip_ignored
+from .linears import QuantizedWeight, apply_quantized, find_linears
+from .rtn import Observer, Ragged, calibration_sites, make_scheme, rtn_quantize
 from .scheme import QuantizationError, WeightScheme, check_weight, dequantize_with
 
 ZETA, GAMMA = 1.1, -0.1
@@ -128,14 +128,10 @@ class AdaRound(Pass):
             raise QuantizationError(f"adaround: need iters >= 1 and 0 <= warmup < 1, got {self.iters} and {self.warmup}")
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibrated import CalibrationRequest, Rewrite, calibrate, find_weight_sites
+        from ..calibrated import CalibrationRequest, Rewrite, calibrate
 
         scheme = make_scheme(self.weights, self.group, self.scheme)
-        report_unquantizable(graph, ctx, self.name, self.ignore)
-        sites, ignored = select(find_linears(graph), self.ignore, self.targets)
-        skip_ignored(ctx, self.name, ignored)
-        idx = {s.index for s in sites}
-        wsites = [ws for ws in find_weight_sites(graph) if ws.index in idx]
+        sites, wsites = calibration_sites(graph, ctx, self.name, self.ignore, self.targets)
 
         def rewrite(ws, w, stats):
             w2 = ws.weight_matrix(w).astype(np.float32)

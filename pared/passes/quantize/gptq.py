@@ -34,9 +34,9 @@ from ...ir import Graph
 from ..base import Pass, register_pass
 from ..calibrated import hessian_norm2
 from ..context import PassContext
-from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select
+from .linears import QuantizedWeight, apply_quantized, find_linears
 from .observers import weight_range
-from .rtn import Observer, Ragged, make_scheme, skip_ignored
+from .rtn import Observer, Ragged, calibration_sites, make_scheme
 from .scheme import QuantizationError, WeightScheme, check_weight, grouped, params_from_range
 
 
@@ -300,14 +300,10 @@ class GPTQ(Pass):
             raise QuantizationError("gptq activations=dynamic (W8A8) needs weights=int8, group=none, scheme=sym")
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibrated import CalibrationRequest, Rewrite, calibrate, find_weight_sites
+        from ..calibrated import CalibrationRequest, Rewrite, calibrate
 
         scheme = make_scheme(self.weights, self.group, self.scheme)
-        report_unquantizable(graph, ctx, self.name, self.ignore)
-        sites, ignored = select(find_linears(graph), self.ignore, self.targets)
-        skip_ignored(ctx, self.name, ignored)
-        by_index = {s.index: s for s in sites}
-        wsites = [ws for ws in find_weight_sites(graph) if ws.index in by_index]
+        sites, wsites = calibration_sites(graph, ctx, self.name, self.ignore, self.targets)
         skipped: set[str] = set()
 
         def rewrite(ws, w, stats):

@@ -20,8 +20,8 @@ from ...ir import Graph, Sparse, SparseQuant, TensorType
 from ..base import Pass, register_pass
 from ..context import PassContext
 from .gptq import gptq_quantize, reconstruction_error
-from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select
-from .rtn import make_scheme, skip_ignored
+from .linears import QuantizedWeight, apply_quantized, find_linears
+from .rtn import calibration_sites, make_scheme
 from .scheme import QuantizationError, check_weight
 
 
@@ -68,14 +68,10 @@ class GQSA(Pass):
         make_scheme(self.weights, self.group, self.scheme)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibrated import CalibrationRequest, Rewrite, calibrate, find_weight_sites
+        from ..calibrated import CalibrationRequest, Rewrite, calibrate
 
         scheme = make_scheme(self.weights, self.group, self.scheme)
-        report_unquantizable(graph, ctx, self.name, self.ignore)
-        sites, ignored = select(find_linears(graph), self.ignore, self.targets)
-        skip_ignored(ctx, self.name, ignored)
-        idx = {s.index for s in sites}
-        wsites = [ws for ws in find_weight_sites(graph) if ws.index in idx]
+        sites, wsites = calibration_sites(graph, ctx, self.name, self.ignore, self.targets)
 
         def rewrite(ws, w, stats):
             w2 = ws.weight_matrix(w).astype(np.float32)

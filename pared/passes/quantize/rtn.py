@@ -54,6 +54,18 @@ def skip_ignored(ctx: PassContext, pass_name: str, ignored) -> None:
         ctx.report.add(pass_name, s.name, skipped="matched ignore=; kept in float")
 
 
+def calibration_sites(graph, ctx: PassContext, pass_name: str, ignore, targets):
+    """(selected linear sites, their calibration-engine weight sites) for a calibrated quantization
+    pass; unquantizable and ignored layers get their report rows."""
+    from ..calibrated import find_weight_sites
+
+    report_unquantizable(graph, ctx, pass_name, ignore)
+    sites, ignored = select(find_linears(graph), ignore, targets)
+    skip_ignored(ctx, pass_name, ignored)
+    idx = {s.index for s in sites}
+    return sites, [ws for ws in find_weight_sites(graph) if ws.index in idx]
+
+
 @register_pass("quantize")
 @dataclass(frozen=True)
 class QuantizeWeights(Pass):
