@@ -34,6 +34,8 @@ import numpy as np
 from .. import __version__
 from ..ir import Graph, parse, print_graph, verify
 from ..ir.errors import IRError
+from ..ir import dtypes
+from ..ir.dtypes import fp8_encode, fp8_table
 from ..ir.packing import pack_bits, unpack_bits
 from ..ir.types import Quant, Sparse, SparseQuant
 from . import safetensors_io as st
@@ -63,7 +65,8 @@ def _is_sparse(param_type) -> bool:
 
 def encode_weight(name: str, value: np.ndarray, param_type) -> tuple[str, dict[str, np.ndarray]]:
     """(codec, stored tensors) for one weight. Sparse weights in their dense layout are stored as
-    their nonzero values plus a packed bitmask; everything else is stored as is. A pruned weight
+    their nonzero values plus a packed bitmask; fp8 weights (float32 in memory) as one byte per
+    value; narrow integer codes packed at their bits; everything else is stored as is. A pruned weight
     comes back as +0.0 even when it was -0.0 (``w * mask`` of a negative weight): equal under ``==``
     and in every product and sum, and it keeps 2:4 weights at half size plus 1 bit per element."""
     a = np.ascontiguousarray(value)
@@ -74,6 +77,10 @@ def encode_weight(name: str, value: np.ndarray, param_type) -> tuple[str, dict[s
             return f"packed:{quant.bits}:{a.dtype.kind}", {f"{name}::packed": packed}
         except ValueError:  # a code outside the declared range: keep it as is
             pass
+    if param_type.dtype.name in ("f8e4m3", "f8e5m2") and a.dtype == np.float32:
+        codes = fp8_encode(param_type.dtype, a)  # fp8 values emulated in float32: one byte each
+        if codes is not None:
+            return f"fp8:{param_type.dtype.name}", {f"{name}::fp8": codes}
     if _is_sparse(param_type) and a.ndim >= 1 and a.size >= 64 and a.dtype.kind in "fiu":
         mask = (a != 0).reshape(-1)
         if mask.mean() <= 0.75:  # below that density the bitmask is smaller than dense
@@ -87,6 +94,9 @@ def decode_weight(name: str, codec: str, shape: Sequence[int], dtype: str, store
     if codec.startswith("packed:"):
         _, bits, kind = codec.split(":")
         return unpack_bits(stored[f"{name}::packed"], int(bits), kind == "i", int(shape[-1])).astype(dtype).reshape(shape)
+    if codec.startswith("fp8:"):
+        dt = dtypes.get(codec.split(":", 1)[1])
+        return fp8_table(dt)[stored[f"{name}::fp8"]].astype(dtype).reshape(shape)
     if codec == "bitmask":
         n = int(np.prod(shape, dtype=np.int64))
         mask = np.unpackbits(stored[f"{name}::mask"], count=n).astype(bool)

@@ -144,3 +144,44 @@ def round_to(dt: DType, x: np.ndarray) -> np.ndarray:
             x = np.trunc(x)
         return np.clip(x, lo, hi).astype(dt.storage)
     return np.asarray(x).astype(dt.storage, copy=False)
+
+
+# Bit layouts of the emulated 8-bit floats: (exponent bits, mantissa bits, bias, finite top exponent).
+_FP8_LAYOUTS = {"f8e4m3": (4, 3, 7), "f8e5m2": (5, 2, 15)}
+
+
+def fp8_table(dt: DType) -> np.ndarray:
+    """The float32 value of every one of the 256 codes of an fp8 dtype (index = code; e4m3 is the
+    "fn" variant: no infinities, code 0x7f/0xff are NaN; e5m2 follows IEEE)."""
+    if dt.name not in _FP8_LAYOUTS:
+        raise ValueError(f"{dt} is not an fp8 dtype")
+    eb, mb, bias = _FP8_LAYOUTS[dt.name]
+    codes = np.arange(256)
+    sign = np.where(codes >> 7, -1.0, 1.0)
+    e = (codes >> mb) & ((1 << eb) - 1)
+    m = codes & ((1 << mb) - 1)
+    frac = m / float(1 << mb)
+    val = np.where(e == 0, frac * 2.0 ** (1 - bias), (1 + frac) * 2.0 ** (e - bias))
+    top = e == (1 << eb) - 1
+    if dt.name == "f8e4m3":
+        val = np.where(top & (m == (1 << mb) - 1), np.nan, val)
+    else:
+        val = np.where(top, np.where(m == 0, np.inf, np.nan), val)
+    return (sign * val).astype(np.float32)
+
+
+def fp8_encode(dt: DType, x: np.ndarray) -> "np.ndarray | None":
+    """uint8 codes of float32 values that are exactly representable in ``dt`` (as ``round_to``
+    leaves them), or None when one is not."""
+    table = fp8_table(dt)
+    pos = table[:128]
+    finite = np.isfinite(pos)
+    order = np.flatnonzero(finite)  # codes of the finite non-negative values, increasing
+    x = np.asarray(x, np.float32)
+    a = np.abs(x)
+    idx = np.clip(np.searchsorted(pos[order], a), 0, len(order) - 1)
+    code = order[idx].astype(np.uint8) | np.where(np.signbit(x), np.uint8(0x80), np.uint8(0)).astype(np.uint8)
+    back = table[code]
+    if not np.array_equal(back, x) or not np.array_equal(np.signbit(back), np.signbit(x)):
+        return None
+    return code

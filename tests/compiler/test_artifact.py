@@ -78,6 +78,33 @@ def test_quantized_round_trip_packs_int4(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("name", ["f8e4m3", "f8e5m2"])
+def test_fp8_codes_cover_every_value(name):
+    from pared.ir import dtypes
+
+    dt = dtypes.get(name)
+    table = dtypes.fp8_table(dt)
+    finite = np.isfinite(table)
+    codes = dtypes.fp8_encode(dt, table[finite])
+    np.testing.assert_array_equal(dtypes.fp8_table(dt)[codes], table[finite])  # -0.0 included
+    assert np.array_equal(np.signbit(table[codes]), np.signbit(table[finite]))
+    assert np.nanmax(table[finite]) == {"f8e4m3": 448.0, "f8e5m2": 57344.0}[name]
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32) * 30
+    assert dtypes.fp8_encode(dt, x) is None  # not fp8 values: refused, not rounded
+    r = dtypes.round_to(dt, x)
+    np.testing.assert_array_equal(table[dtypes.fp8_encode(dt, r)], r)
+
+
+@pytest.mark.parametrize("recipe", ["fp8{activations=none}", "fp8"])
+def test_fp8_weights_are_stored_in_one_byte(tmp_path, recipe):
+    g = run_pipeline(build_mlp(), recipe)
+    art = load_artifact(save_artifact(tmp_path / "f8", g))
+    fp8 = [v for v in art.manifest["tensors"].values() if v["codec"].startswith("fp8:")]
+    assert fp8 and all(v["stored_bytes"] * 4 == v["dense_bytes"] for v in fp8)
+    for a, b in zip(run_graph(g, [_x()]), art.run(_x())):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_safetensors_interoperates(tmp_path):
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     a = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "y": np.array([1, -2], np.int8)}
