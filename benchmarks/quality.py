@@ -353,15 +353,23 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--n-cal", type=int, default=32)
     ap.add_argument("--llmc", metavar="PYTHON", help="python of an environment with llmcompressor 0.14: run it side by side")
+    ap.add_argument("--recipe", action="append", default=[], metavar="NAME=RECIPE",
+                    help="an extra calibrated row, e.g. 'sgpt dense=sparsify{method=sparsegpt,target=dense}' (repeatable)")
     ap.add_argument("--write", action="store_true", help="append a section to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    extra = []
+    for spec in args.recipe:
+        name, eq, recipe = spec.partition("=")
+        if not eq or not name.strip() or not recipe.strip():
+            raise SystemExit(f"--recipe {spec!r}: expected NAME=RECIPE")
+        extra.append((name.strip(), recipe.strip(), True))
     names = [r[0] for r in ROWS]
     for w in wanted:
         if w not in names:
             raise SystemExit(f"unknown row {w!r}; rows: {', '.join(names)}")
     by_name = {r[0]: r for r in ROWS}
-    rows = [by_name[w] for w in wanted] if wanted else list(ROWS)
+    rows = ([by_name[w] for w in wanted] if wanted else ([] if extra else list(ROWS))) + extra
     dense, results = (run_smollm2 if args.model == "smollm2" else run_minilm)(rows, args)
     text = markdown(args.model, dense, results, args)
     print(text)

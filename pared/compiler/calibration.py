@@ -16,7 +16,12 @@ How it runs (DESIGN.md, "Calibration engine"):
    between sites that read the same activation, e.g. q/k/v), call the pass's ``rewrite``, and
    run the equation with the NEW weight, so downstream sites calibrate on the compressed
    model's activations without re-running the prefix (SparseGPT/GPTQ's sequential mode).
-3. Backends: ``torch`` (each equation lowered once per shape with the torch backend's own
+3. Dense shadow stream: when a site asks for ``cross`` (X^T X_dense, the compressed model's
+   activation against the dense model's), the engine also runs every batch through the ORIGINAL
+   weights, so a pass can reconstruct the dense model's outputs instead of the layer's own
+   (twice the forward work and live activations once the first weight changes; until then the
+   two streams share their values).
+4. Backends: ``torch`` (each equation lowered once per shape with the torch backend's own
    per-op rules; weights are arguments, so rewritten weights need no re-lowering) when torch is
    installed, otherwise ``reference`` (the numpy interpreter). ``auto`` picks the fastest.
 """
@@ -60,11 +65,17 @@ def run_calibration(graph: Graph, batches: Sequence[tuple], request: Calibration
     needed = _needed_eqns(graph, request.sites)
     last_use = _last_uses(graph, needed, request.sites)
     share = _shared_statistics(request)
+    shadow = request.sequential and any("cross" in request.statistics(s) for s in request.sites)
     plan = memory_plan(graph, batches, request, needed, last_use)
+    if shadow:
+        plan += "\n  + a dense shadow stream (statistic 'cross'): up to twice the live activations"
     log(f"[pared calibration: {request.name}] backend={ex.name}\n{plan}")
+    ex_dense = ex.twin() if shadow else None
 
     weights = dict(graph.weights)
     envs = [{v: ex.inputs(v, x) for v, x in zip(graph.inputs, batch)} for batch in batches]
+    dense_envs = [dict(env) for env in envs] if shadow else None
+    diverged = False  # the shadow stream equals the main one until a weight changes
     syms = [bind_symbols([v.type for v in graph.inputs], list(batch)) for batch in batches]
     rewrites: dict[str, Rewrite] = {}
     new_types: dict[str, Any] = {}
@@ -76,7 +87,7 @@ def run_calibration(graph: Graph, batches: Sequence[tuple], request: Calibration
             eqn = graph.eqns[i]
             for site in sites.get(i, ()):
                 bar.note(site.param)
-                stats = _site_stats(site, request, envs, ex, cache, share)
+                stats = _site_stats(site, request, envs, ex, cache, share, dense_envs)
                 w = np.asarray(weights[site.param])
                 out = request.rewrite(site, w, stats)
                 if out is None:
@@ -92,15 +103,24 @@ def run_calibration(graph: Graph, batches: Sequence[tuple], request: Calibration
                 if request.sequential:
                     weights[site.param] = value
                     ex.set_weight(site.param, value)
+                    diverged = True
             for b, env in enumerate(envs):
                 if i in needed:
                     args = [_read(a, env) for a in eqn.inputs]
                     outs = ex.run(i, eqn, args, syms[b], weights)
                     for v, val in zip(eqn.outputs, outs):
                         env[v] = val
+                    if shadow:
+                        denv = dense_envs[b]
+                        douts = ex_dense.run(i, eqn, [_read(a, denv) for a in eqn.inputs], syms[b], graph.weights) \
+                            if diverged else outs
+                        for v, val in zip(eqn.outputs, douts):
+                            denv[v] = val
                     syms[b] = bind_symbols([v.type for v in eqn.outputs], outs, syms[b], what=f"output of {eqn.op}")
                 for v in last_use.get(i, ()):
                     env.pop(v, None)
+                    if shadow:
+                        dense_envs[b].pop(v, None)
             for key in share.release.get(i, ()):
                 cache.pop(key, None)
             bar.update()
@@ -143,7 +163,7 @@ def _shared_statistics(request: CalibrationRequest) -> _Share:
     return share
 
 
-def _site_stats(site: WeightSite, request: CalibrationRequest, envs, ex, cache, share) -> Stats:
+def _site_stats(site: WeightSite, request: CalibrationRequest, envs, ex, cache, share, dense_envs=None) -> Stats:
     specs = list(request.statistics(site))
     names = {s for s in specs if isinstance(s, str)}
     if "norms" in names:
@@ -154,11 +174,14 @@ def _site_stats(site: WeightSite, request: CalibrationRequest, envs, ex, cache, 
     missing = sorted(n for n in names if n not in have and n not in ("norms", "count"))
     if missing or "count" not in have or customs:
         acc = _Accumulator(missing)
-        for env in envs:
+        for b, env in enumerate(envs):
             if not isinstance(site.activation, Var):
                 raise ValueError(f"weight site {site.param!r} has a constant activation; nothing to calibrate")
             x2d = site.activation_matrix(env[site.activation])
-            acc.update(ex, x2d)
+            xd = None
+            if "cross" in missing:  # without a shadow stream (not sequential) the dense input is x itself
+                xd = site.activation_matrix(dense_envs[b][site.activation]) if dense_envs is not None else x2d
+            acc.update(ex, x2d, xd)
             if customs:
                 xn = ex.to_numpy(x2d).astype(np.float32, copy=False)
                 for c in customs:
@@ -181,12 +204,14 @@ class _Accumulator:
         self.sums: dict[str, Any] = {}
         self.count = 0
 
-    def update(self, ex, x) -> None:
+    def update(self, ex, x, x_dense=None) -> None:
         x = ex.as_float(x)
         self.count += int(x.shape[0])
         for n in self.names:
             if n == "hessian":
                 v = x.T @ x
+            elif n == "cross":
+                v = x.T @ ex.as_float(x_dense)
             elif n == "sqnorms":
                 v = (x * x).sum(0)
             elif n == "mean":
@@ -280,7 +305,8 @@ def memory_plan(graph: Graph, batches: Sequence[tuple], request: CalibrationRequ
     for s in request.sites:
         n_in = s.shape2d[1]
         specs = [x for x in request.statistics(s) if isinstance(x, str)]
-        stat = max(stat, (8 * n_in * n_in if "hessian" in specs else 0) + 8 * n_in * (len(specs) + 1))
+        square = sum(1 for x in ("hessian", "cross") if x in specs)
+        stat = max(stat, 8 * n_in * n_in * square + 8 * n_in * (len(specs) + 1))
     wbytes = sum(np.asarray(w).nbytes for w in graph.weights.values())
     where = f" (at equation {at}: {graph.eqns[at].op})" if at is not None else ""
     return (f"  {len(batches)} batch(es); {len(needed)} of {len(graph.eqns)} equations reach the "
@@ -333,6 +359,10 @@ class _ReferenceExecutor:
 
     def set_weight(self, name: str, value) -> None:
         pass  # run() reads the current weight table
+
+    def twin(self) -> "_ReferenceExecutor":
+        """An executor for the dense shadow stream (run() is given the original weights)."""
+        return _ReferenceExecutor(self.graph)
 
     def run(self, i: int, eqn: Eqn, args, syms, weights):
         if i not in self._graphs:
@@ -387,6 +417,12 @@ class _TorchExecutor:
 
     def set_weight(self, name: str, value) -> None:
         self._w[name] = self.torch.from_numpy(np.ascontiguousarray(value)).to(self._to_torch(self.ptypes[name].dtype))
+
+    def twin(self) -> "_TorchExecutor":
+        """An executor for the dense shadow stream: the same lowered equations, the original weights."""
+        other = _TorchExecutor(self.graph, self.opaque)
+        other._fns = self._fns
+        return other
 
     def run(self, i: int, eqn: Eqn, args, syms, weights):
         key = (i, tuple(_shape(a) if isinstance(a, self.torch.Tensor) else None for a in args))

@@ -21,7 +21,9 @@ calibration batches and calls them back. The whole API a pass uses::
   activation reaching it as ``(tokens, in)`` (so ``W @ x.T`` is the layer), whatever the layout.
 - Statistics are accumulated over every calibration token: ``hessian`` (X^T X, float64),
   ``sqnorms`` (per-input-channel sum of squares), ``norms`` (their square root, Wanda's ||X_j||),
-  ``mean``, ``absmax``, and ``count`` (tokens) is always there. A :class:`Statistic` object
+  ``mean``, ``absmax``, and ``count`` (tokens) is always there. ``cross`` is X^T X_dense (float64),
+  X_dense being the same activation in the dense model: asking for it makes the engine run a dense
+  shadow stream, so a pass can rebuild the dense model's output ``W X_dense`` from ``X``. A :class:`Statistic` object
   computes anything else (histograms, percentiles) from numpy ``(tokens, in)`` blocks.
 - ``rewrite(site, weight, stats)`` returns None (keep), a new array of the same shape, or a
   :class:`Rewrite` (new value + new param type, e.g. with a ``Sparse`` encoding, + free info).
@@ -45,7 +47,7 @@ import numpy as np
 from ..ir import Eqn, Graph, Param, TensorType
 from ..ir import dims as D
 
-STATISTICS = ("hessian", "sqnorms", "norms", "mean", "absmax", "count")
+STATISTICS = ("hessian", "cross", "sqnorms", "norms", "mean", "absmax", "count")
 
 
 class CalibrationError(ValueError):
@@ -381,3 +383,25 @@ def relative_error(w: np.ndarray, w_new: np.ndarray, hessian: np.ndarray) -> flo
     d = np.asarray(w, np.float64) - np.asarray(w_new, np.float64)
     num, den = hessian_norm2(d, hessian), hessian_norm2(w, hessian)
     return math.sqrt(max(num, 0.0) / den) if den > 0 else 0.0
+
+
+def dense_target(w: np.ndarray, hessian: np.ndarray, cross: np.ndarray, damp: float = 0.01) -> np.ndarray:
+    """The weight that best rebuilds the dense model's output from the compressed model's input.
+
+    With X the layer's input in the compressed model and X_d the same input in the dense model,
+    ``W~ = argmin ||W X_d^T - W~ X^T||^2 + lambda ||W~ - W||^2`` is
+    ``W~ = W + W (C^T - H) (H + lambda I)^-1`` with ``H = X^T X``, ``C = X^T X_d`` and
+    ``lambda = damp * mean(diag H)``. It is ``W`` itself when X = X_d. Since
+    ``||W X_d^T - W' X^T||^2 = ||(W~ - W') X^T||^2 + const`` for any W', pruning or quantizing W~
+    against H with SparseGPT/GPTQ minimises the error to the DENSE model's output, not just the
+    layer's own (which lets a layer undo some of the error made before it).
+    """
+    w = np.asarray(w, np.float64)
+    h = np.array(hessian, np.float64)
+    c = np.asarray(cross, np.float64)
+    lam = damp * float(np.mean(np.diag(h))) if h.size else 0.0
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    h[np.diag_indices_from(h)] += max(lam, 1e-12)
+    corr = np.linalg.solve(h, (c - np.asarray(hessian, np.float64)) @ w.T).T
+    return (w + corr).astype(np.float32)

@@ -127,3 +127,30 @@ def test_conv_sites_use_patches():
     p = site.activation_matrix(xs[0])
     yy = (p @ site.weight_matrix(g.weight("conv.weight")).T).reshape(2, 6, 6, 4).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(yy, run_graph(g, xs)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_cross_statistic_pairs_compressed_and_dense_activations(backend):
+    """'cross' = X^T X_dense: X from the rewritten model, X_dense from the original weights."""
+    def halve(site, w, stats):
+        return w * 0.5
+
+    g = attention_like()
+    bs = batches([(2, 5, 16), (1, 7, 16)])
+    got, _ = collect(backend, g, bs, names=("hessian", "cross"), rewrite=halve)
+    x = np.concatenate([b[0].reshape(-1, 16) for b in bs]).astype(np.float64)
+    w = {n: np.asarray(g.weight(f"{n}.weight"), np.float64) for n in "qkvo"}
+    # before any rewrite both streams agree: cross == hessian at q
+    np.testing.assert_allclose(got["q.weight"]["cross"], got["q.weight"]["hessian"], rtol=1e-5, atol=1e-4)
+    h_dense = np.tanh(x @ (w["q"] + w["k"] + w["v"]).T)
+    h_comp = np.tanh(x @ (0.5 * (w["q"] + w["k"] + w["v"])).T)
+    np.testing.assert_allclose(got["o.weight"]["hessian"], h_comp.T @ h_comp, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got["o.weight"]["cross"], h_comp.T @ h_dense, rtol=1e-4, atol=1e-3)
+
+
+def test_cross_without_sequential_is_the_hessian():
+    def halve(site, w, stats):
+        return w * 0.5
+
+    got, _ = collect("reference", names=("hessian", "cross"), rewrite=halve, sequential=False)
+    np.testing.assert_allclose(got["o.weight"]["cross"], got["o.weight"]["hessian"], rtol=1e-6)

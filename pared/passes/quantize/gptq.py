@@ -20,7 +20,10 @@ updates of ``block`` columns). Options:
   further sweeps at the fitted parameters (``refit_rounds``).
 
 The pass runs through the calibration engine sequentially: each layer sees the activations of the
-already-quantized layers before it.
+already-quantized layers before it. With ``target=dense`` each layer instead quantizes the weight
+that best rebuilds the DENSE model's output from those activations
+(:func:`pared.passes.calibrated.dense_target`, from a dense shadow stream; the "asymmetric
+calibration" of GPTQv2), so it also makes up for the error of the layers before it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 
 from ...ir import Graph
 from ..base import Pass, register_pass
-from ..calibrated import hessian_norm2
+from ..calibrated import dense_target, hessian_norm2
 from ..context import PassContext
 from .linears import QuantizedWeight, apply_quantized, find_linears
 from .observers import weight_range
@@ -274,6 +277,8 @@ class GPTQ(Pass):
             scales/zeros (more rounds: lower layer error, one sweep's time each).
         activations: ``none`` (weight-only) or ``dynamic`` (W8A8 with per-token int8
             activations; needs weights=int8, no groups, scheme=sym).
+        target: ``self`` (each layer's own output on the quantized model's inputs, the paper)
+            or ``dense`` (the dense model's output of the layer; see the module docstring).
     """
 
     weights: str = "int4"
@@ -291,9 +296,12 @@ class GPTQ(Pass):
     act_dtype: Optional[str] = None
     ignore: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
+    target: Literal["self", "dense"] = "self"
 
     def __post_init__(self):
         s = make_scheme(self.weights, self.group, self.scheme)
+        if self.target not in ("self", "dense"):
+            raise QuantizationError(f"gptq target={self.target!r}: valid targets are self and dense")
         if self.refit_rounds < 1:
             raise QuantizationError(f"gptq refit_rounds must be >= 1, got {self.refit_rounds}")
         if self.activations == "dynamic" and (s.bits != 8 or s.group_size is not None or not s.symmetric or s.fp8):
@@ -313,11 +321,17 @@ class GPTQ(Pass):
                 skipped.add(ws.param)
                 ctx.report.add(self.name, ws.param, skipped=why)
                 return None
-            q, s, z, dq = gptq_quantize(w2, stats.hessian, scheme, block=self.block, damp=self.damp,
+            keep_zeros = bool((w2 == 0).mean() > 0.1)
+            ref = w2
+            if self.target == "dense":  # a sparse weight keeps its zeros: the target is masked too
+                ref = dense_target(w2, stats.hessian, stats["cross"], self.damp)
+                if keep_zeros:
+                    ref = ref * (w2 != 0)
+            q, s, z, dq = gptq_quantize(ref, stats.hessian, scheme, block=self.block, damp=self.damp,
                                         act_order=self.act_order, observer=self.observer,
                                         mse_weight=self.mse_weight, refit=self.refit,
-                                        refit_rounds=self.refit_rounds)
-            err = reconstruction_error(w2, dq, stats.hessian)
+                                        refit_rounds=self.refit_rounds, keep_zeros=keep_zeros)
+            err = reconstruction_error(ref, dq, stats.hessian)
             from .rtn import rtn_quantize
             from .scheme import dequantize_with
 
@@ -326,7 +340,8 @@ class GPTQ(Pass):
             return Rewrite(ws.from_matrix(dq), info={"q": q, "scale": s, "zero": z, "err": err, "err_rtn": err_rtn,
                                                      "tokens": int(stats.count), "deq": dq})
 
-        req = CalibrationRequest(self.name, wsites, lambda s: ("hessian",), rewrite, sequential=True)
+        need = ("hessian", "cross") if self.target == "dense" else ("hessian",)
+        req = CalibrationRequest(self.name, wsites, lambda s: need, rewrite, sequential=True)
         result = calibrate(graph, ctx, req)
         act = self.activations
 
@@ -338,7 +353,8 @@ class GPTQ(Pass):
             return QuantizedWeight(info["q"], info["scale"], info["zero"], scheme.q_type(*info["q"].shape),
                                    scheme.group_size, act=act, act_dtype=self.act_dtype if act == "none" else None,
                                    fields={"recon_err": info["err"], "recon_err_rtn": info["err_rtn"],
-                                           "tokens": info["tokens"], "act_order": self.act_order})
+                                           "tokens": info["tokens"], "act_order": self.act_order,
+                                           **({"target": "dense"} if self.target == "dense" else {})})
 
         # the engine left dequantized float weights in result.graph; rewrite from the original sites
         # (same equation indices) but read q/scale/zero from the rewrites

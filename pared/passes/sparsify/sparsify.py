@@ -27,6 +27,7 @@ from ..calibrated import (
     Rewrite,
     calibrate,
     check_finite_weights,
+    dense_target,
     relative_error,
     retype_params,
 )
@@ -65,6 +66,10 @@ class Sparsify(Pass):
         damp: SparseGPT dampening, as a fraction of the mean Hessian diagonal.
         blocksize: SparseGPT lazy-update block (columns).
         sequential: calibrate each layer on the already-pruned model (else on the dense one).
+        target: what sparsegpt and dsnot reconstruct: ``self``, the layer's own output on the
+            pruned model's input (the papers); ``dense``, the DENSE model's output of the layer,
+            which the engine gets from a dense shadow stream (:func:`dense_target`), so each layer
+            also makes up for the error of the layers before it (sequential only).
         seed: random method seed.
     """
 
@@ -82,6 +87,7 @@ class Sparsify(Pass):
     damp: float = 0.01
     blocksize: int = 128
     sequential: bool = True
+    target: Literal["self", "dense"] = "self"
     seed: int = 0
 
     def __post_init__(self):
@@ -101,6 +107,11 @@ class Sparsify(Pass):
             raise ValueError("sparsegpt supports unstructured and N:M patterns, not blocks")
         if self.dsnot and pat.kind == "block":
             raise ValueError("dsnot refines unstructured and N:M masks, not blocks")
+        if self.target not in ("self", "dense"):
+            raise ValueError(f"target={self.target!r}: valid targets are self and dense")
+        if self.target == "dense" and not (self.method == "sparsegpt" or self.dsnot):
+            raise ValueError("target=dense applies to sparsegpt and dsnot (which rebuild weights), not to a bare "
+                             f"{self.method} mask")
         if self.blocksize < 1 or self.dsnot_cycles < 0 or self.damp < 0:
             raise ValueError("blocksize must be >= 1, dsnot_cycles >= 0 and damp >= 0")
 
@@ -139,6 +150,7 @@ class Sparsify(Pass):
         def rewrite(site, w, stats):
             w2 = site.weight_matrix(w).astype(np.float32)
             h = stats.get("hessian")
+            ref = dense_target(w2, h, stats["cross"], self.damp) if "cross" in stats else w2
             if self.method in ("magnitude", "random"):
                 keep = pre[site.param]
                 new = w2 * keep
@@ -146,16 +158,19 @@ class Sparsify(Pass):
                 keep = select(wanda_scores(w2, stats["norms"]), pat, sparsity, granularity)
                 new = w2 * keep
             else:
-                new, keep = sparsegpt(w2, h, sparsity, pat.n, pat.m, self.blocksize, self.damp)
+                new, keep = sparsegpt(ref, h, sparsity, pat.n, pat.m, self.blocksize, self.damp)
             info = {}
             if self.dsnot:
-                err0 = relative_error(w2, new, h)
-                new, keep, swaps = dsnot_refine(w2, new, keep, h, n=pat.n, m=pat.m, cycles=self.dsnot_cycles)
+                err0 = relative_error(ref, new, h)
+                new, keep, swaps = dsnot_refine(ref, new, keep, h, n=pat.n, m=pat.m, cycles=self.dsnot_cycles)
                 info.update(dsnot_swaps=swaps, error_before_dsnot=err0)
             row = dict(method=self.method + ("+dsnot" if self.dsnot else ""), pattern=str(pat),
                        sparsity=float(1.0 - keep.mean()), shape=f"{w2.shape[0]}x{w2.shape[1]}")
             if h is not None:
-                row["error"] = relative_error(w2, new, h)
+                row["error"] = relative_error(ref, new, h)
+            if ref is not w2:
+                row["target"] = "dense"
+                row["error_vs_own_weight"] = relative_error(w2, new, h)
             row.update(info)
             rows[site.param] = row
             enc = pat.encoding(site.in_axis, site.type.rank)
@@ -163,6 +178,8 @@ class Sparsify(Pass):
 
         if has_data:
             stats = ("hessian", "norms") if self.method == "wanda" else ("hessian",)
+            if self.target == "dense":
+                stats += ("cross",)
             req = CalibrationRequest(self.name, sites, lambda s: stats, rewrite, sequential=self.sequential)
             out = calibrate(graph, ctx, req).graph
         else:

@@ -204,6 +204,26 @@ def test_gptq_pass_with_clipping_search_and_refit(rng):
         GPTQ(weights="uint4", group=32, refit="scale", refit_rounds=0)
 
 
+def test_gptq_dense_target_is_closer_to_the_dense_model(rng):
+    """target=dense quantizes each layer toward the dense model's output (a dense shadow stream in
+    the engine): at 3 bits the model output on the calibration data gets closer to the dense one."""
+    g = mlp_graph(rng)
+    cal = calibration(rng, n=4)
+    x = np.concatenate([c[0] for c in cal])
+    ref, = run_graph(g, [x])
+    errs = {}
+    for target in ("self", "dense"):
+        ctx = ctx_with(cal)
+        out = GPTQ(weights="uint3", group=32, target=target)(g, ctx)
+        verify(out)
+        errs[target] = rel(run_graph(out, [x])[0], ref)
+    assert errs["dense"] < errs["self"], errs
+    rows = [r for r in ctx.report.for_pass("gptq") if "recon_err" in r.fields]
+    assert len(rows) == 5 and all(r.fields["target"] == "dense" for r in rows)
+    with pytest.raises(QuantizationError, match="valid targets"):
+        GPTQ(weights="uint4", target="teacher")
+
+
 def test_calibration_with_nan_is_an_error(rng):
     cal = calibration(rng)
     cal[1][0][0, 0, 0] = np.nan
