@@ -45,11 +45,14 @@ for _pat, _opt in (("50%", "sparsity=0.5"), ("2:4", "pattern=2:4"), ("4:8", "pat
         (f"magnitude {_pat}", f"sparsify{{method=magnitude,{_opt}}}", False),
         (f"random {_pat}", f"sparsify{{method=random,{_opt}}}", False),
         (f"wanda {_pat}", f"sparsify{{method=wanda,{_opt}}}", True),
-        (f"sparsegpt {_pat}", f"sparsify{{method=sparsegpt,{_opt}}}", True),
-        (f"magnitude+dsnot {_pat}", f"sparsify{{method=magnitude,{_opt},dsnot=true}}", True),
-        (f"random+dsnot {_pat}", f"sparsify{{method=random,{_opt},dsnot=true}}", True),
-        (f"wanda+dsnot {_pat}", f"sparsify{{method=wanda,{_opt},dsnot=true}}", True),
-        (f"sparsegpt+dsnot {_pat}", f"sparsify{{method=sparsegpt,{_opt},dsnot=true}}", True),
+        (f"sparsegpt {_pat}", f"sparsify{{method=sparsegpt,{_opt},refit=false}}", True),
+        (f"magnitude+dsnot {_pat}", f"sparsify{{method=magnitude,{_opt},dsnot=true,refit=false}}", True),
+        (f"random+dsnot {_pat}", f"sparsify{{method=random,{_opt},dsnot=true,refit=false}}", True),
+        (f"wanda+dsnot {_pat}", f"sparsify{{method=wanda,{_opt},dsnot=true,refit=false}}", True),
+        (f"sparsegpt+dsnot {_pat}", f"sparsify{{method=sparsegpt,{_opt},dsnot=true,refit=false}}", True),
+        # pared's defaults: the kept weights re-solved by least squares after the sweep / the swaps
+        (f"sparsegpt+refit {_pat}", f"sparsify{{method=sparsegpt,{_opt}}}", True),
+        (f"sparsegpt+dsnot+refit {_pat}", f"sparsify{{method=sparsegpt,{_opt},dsnot=true}}", True),
     ]
 
 ROWS: list[tuple[str, object, bool]] = SPARSITY_ROWS  # quantization rows are appended by their owner

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -411,7 +412,11 @@ class _TorchExecutor:
     def weight(self, name: str):
         if name not in self._w:
             w = self.graph.weight(name)
-            t = w if isinstance(w, self.torch.Tensor) else self.torch.from_numpy(np.ascontiguousarray(np.asarray(w)))
+            if not isinstance(w, self.torch.Tensor):
+                with warnings.catch_warnings():  # read-only arrays are only read here; set_weight replaces
+                    warnings.simplefilter("ignore", UserWarning)
+                    w = self.torch.from_numpy(np.ascontiguousarray(np.asarray(w)))
+            t = w
             self._w[name] = t.detach().to(self._to_torch(self.ptypes[name].dtype))
         return self._w[name]
 

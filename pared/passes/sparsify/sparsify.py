@@ -37,6 +37,7 @@ from .dsnot import dsnot as dsnot_refine
 from .magnitude import global_thresholds, select
 from .pattern import parse_pattern
 from .random import erk_densities, random_scores
+from .refit import refit_kept
 from .sparsegpt import sparsegpt
 from .targets import select_sites, unmatched_ignore
 from .wanda import wanda_scores
@@ -63,6 +64,10 @@ class Sparsify(Pass):
         skip_embeddings: leave embeddings and the LM head (also when tied) dense.
         dsnot: refine the mask with DSnoT prune-and-grow (needs calibration).
         dsnot_cycles: maximum swaps per row.
+        refit: after sparsegpt and after dsnot, re-solve each row's kept weights by least squares
+            for the final mask (:func:`refit_kept`; the sweep leaves them short of that optimum).
+            Masks that keep their weights (magnitude, random, wanda without dsnot) are not refit.
+        refit_iters: conjugate-gradient iterations of the refit.
         damp: SparseGPT dampening, as a fraction of the mean Hessian diagonal.
         blocksize: SparseGPT lazy-update block (columns).
         sequential: calibrate each layer on the already-pruned model (else on the dense one).
@@ -84,6 +89,8 @@ class Sparsify(Pass):
     skip_embeddings: bool = True
     dsnot: bool = False
     dsnot_cycles: int = 50
+    refit: bool = True
+    refit_iters: int = 15
     damp: float = 0.01
     blocksize: int = 128
     sequential: bool = True
@@ -112,8 +119,8 @@ class Sparsify(Pass):
         if self.target == "dense" and not (self.method == "sparsegpt" or self.dsnot):
             raise ValueError("target=dense applies to sparsegpt and dsnot (which rebuild weights), not to a bare "
                              f"{self.method} mask")
-        if self.blocksize < 1 or self.dsnot_cycles < 0 or self.damp < 0:
-            raise ValueError("blocksize must be >= 1, dsnot_cycles >= 0 and damp >= 0")
+        if self.blocksize < 1 or self.dsnot_cycles < 0 or self.damp < 0 or self.refit_iters < 1:
+            raise ValueError("blocksize and refit_iters must be >= 1, dsnot_cycles >= 0 and damp >= 0")
 
     @property
     def target_sparsity(self) -> float:
@@ -159,10 +166,17 @@ class Sparsify(Pass):
                 new = w2 * keep
             else:
                 new, keep = sparsegpt(ref, h, sparsity, pat.n, pat.m, self.blocksize, self.damp)
+                if self.refit:
+                    new = refit_kept(ref, new, keep, h, damp=self.damp, iters=self.refit_iters)
             info = {}
             if self.dsnot:
                 err0 = relative_error(ref, new, h)
                 new, keep, swaps = dsnot_refine(ref, new, keep, h, n=pat.n, m=pat.m, cycles=self.dsnot_cycles)
+                if self.refit:  # refit the swapped mask, then let DSnoT swap once more from there
+                    new = refit_kept(ref, new, keep, h, damp=self.damp, iters=self.refit_iters)
+                    new, keep, more = dsnot_refine(ref, new, keep, h, n=pat.n, m=pat.m, cycles=self.dsnot_cycles)
+                    new = refit_kept(ref, new, keep, h, damp=self.damp, iters=self.refit_iters)
+                    swaps += more
                 info.update(dsnot_swaps=swaps, error_before_dsnot=err0)
             row = dict(method=self.method + ("+dsnot" if self.dsnot else ""), pattern=str(pat),
                        sparsity=float(1.0 - keep.mean()), shape=f"{w2.shape[0]}x{w2.shape[1]}")

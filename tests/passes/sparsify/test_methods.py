@@ -8,6 +8,7 @@ from pared.passes.sparsify.dsnot import dsnot
 from pared.passes.sparsify.magnitude import keep_nm, keep_top, keep_top_rows, select
 from pared.passes.sparsify.pattern import parse_pattern
 from pared.passes.sparsify.random import erk_densities
+from pared.passes.sparsify.refit import refit_kept
 from pared.passes.sparsify.sparsegpt import sparsegpt
 from pared.passes.sparsify.wanda import wanda_scores
 
@@ -99,6 +100,26 @@ def test_dsnot_never_increases_error_and_keeps_counts(pattern, start):
     assert ((w1 != 0) <= keep1).all()
     if start != "sparsegpt":
         assert swaps > 0 and e1 < e0
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_refit_solves_each_rows_least_squares(pattern):
+    """The CG refit reaches the exact per-row solution H_SS w_S = (H w)_S for SparseGPT's mask,
+    lowers the layer error, and keeps the mask."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((24, 32)).astype(np.float32)
+    x = np.concatenate(correlated(n_batches=4, rows=64, d=32))
+    h = hessian([x])
+    n, m = (2, 4) if pattern == "2:4" else (None, None)
+    new, keep = sparsegpt(w, h, 0.5, n, m)
+    out = refit_kept(w, new, keep, h, damp=0.01, iters=60)
+    assert (out[~keep] == 0).all()
+    hd = h + 0.01 * np.mean(np.diag(h)) * np.eye(32)
+    for i in range(24):
+        s = keep[i]
+        exact = np.linalg.solve(hd[np.ix_(s, s)], (hd @ w[i].astype(np.float64))[s])
+        np.testing.assert_allclose(out[i, s], exact, rtol=1e-3, atol=1e-4)
+    assert relative_error(w, out, h) < relative_error(w, new, h)
 
 
 def test_erk_densities_hit_the_budget_and_favour_small_layers():
