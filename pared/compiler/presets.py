@@ -26,6 +26,13 @@ PRESETS: dict[str, str] = {
 }
 """Preset name -> pipeline string."""
 
+LOWERING: dict[str, str] = {
+    "torch": "fuse_attention",  # attention -> F.scaled_dot_product_attention (flash kernels)
+}
+"""Target -> passes run after every recipe, just before lowering: rewrites into ops that target
+has fast kernels for. They run on the recipe's output, so calibration and compression passes see
+the plain graph. ``lowering=False`` (``pared.compress``, ``pared.backend``) skips them."""
+
 PLANNED: dict[str, str] = {}
 """Presets waiting for their passes (not parseable yet). ``w8a8`` needs no preset: the pass of
 that name with its defaults (int8 weights per channel, int8 activations per token) is the recipe."""

@@ -146,7 +146,7 @@ def _export(model, args, kwargs, dynamic: bool):
         return torch.export.export(model, args, kwargs, strict=False)
 
 
-def _export_and_compile(model, args, kwargs, *, dynamic, recipe, calibration, target, inductor, verify):
+def _export_and_compile(model, args, kwargs, *, dynamic, recipe, calibration, target, inductor, verify, lowering):
     t0 = time.perf_counter()
     imported = None
     if dynamic:
@@ -169,7 +169,7 @@ def _export_and_compile(model, args, kwargs, *, dynamic, recipe, calibration, ta
     user = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
     compiled = compile_imported(imported, recipe=recipe, calibration=calibration, target=target, inductor=inductor,
                                 device=device or (user[0].device if user else None), example_inputs=user,
-                                timings={"import": t_import}, verify=verify)
+                                timings={"import": t_import}, verify=verify, lowering=lowering)
     compiled.timings["export"] = t_export
     return _Variant(ep, compiled), compiled
 
@@ -186,13 +186,14 @@ def compress_torch(
     target: str = "torch",
     inductor: bool = False,
     verify: bool = True,
+    lowering: bool = True,
 ) -> tuple[CompressedModule, Report]:
     """Compile ``model`` offline through pared (torch.export capture); returns (module, report).
 
     Args:
         model: an ``nn.Module`` in eval mode (training-mode dropout/batchnorm stay opaque).
         example_inputs: a tensor or a tuple of positional arguments.
-        recipe: the passes (pipeline string, list, or recipe); None compiles the graph unchanged.
+        recipe: the passes (pipeline string, list, or recipe); None runs none (only the lowering passes).
         example_kwargs: keyword arguments of the example call.
         calibration: calibration batches for data-aware passes (through the PassContext).
         dynamic: export every input dim as ``Dim.AUTO`` so batch/sequence changes need no recompile.
@@ -200,13 +201,17 @@ def compress_torch(
         target: "torch" or "reference" (run the IR with the numpy interpreter; for debugging).
         inductor: hand the lowered graph to Inductor.
         verify: verify the IR between passes.
+        lowering: run the target's lowering passes after the recipe (``presets.LOWERING``: for
+            the torch target, attention becomes one ``attention`` op run by
+            ``F.scaled_dot_product_attention``); False keeps the recipe's graph as it is.
 
     Weights are constants of the result (changing the model's weights afterwards does not
     change it); the report lists opaque ops (name, count, where) and every pass's rows.
     """
     args = _as_tuple(example_inputs)
     kwargs = dict(example_kwargs or {})
-    options = dict(dynamic=dynamic, recipe=recipe, calibration=calibration, target=target, inductor=inductor, verify=verify)
+    options = dict(dynamic=dynamic, recipe=recipe, calibration=calibration, target=target, inductor=inductor, verify=verify,
+                   lowering=lowering)
     variant, compiled = _export_and_compile(model, args, kwargs, **options)
     module = CompressedModule(model, variant, options, recompile)
     return module, compiled.report

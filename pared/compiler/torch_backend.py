@@ -25,6 +25,8 @@ from ..ir import dims as D
 from ..ir.core import Graph
 from ..passes.context import PassContext, Report
 from .fx_frontend import Imported, import_dynamo
+from .pipeline import parse_pipeline
+from .presets import LOWERING
 
 TARGETS = ("torch", "reference", "triton")
 
@@ -92,8 +94,13 @@ def compile_imported(
     example_inputs: Optional[Sequence[Any]] = None,
     timings: Optional[dict[str, float]] = None,
     verify: bool = True,
+    lowering: bool = True,
 ) -> CompiledGraph:
-    """Run the recipe on an imported graph and lower it (shared by the Dynamo and export paths)."""
+    """Run the recipe on an imported graph and lower it (shared by the Dynamo and export paths).
+
+    ``lowering``: then run the target's lowering passes (``presets.LOWERING``), e.g. attention
+    fusion for the torch target.
+    """
     if target not in TARGETS:
         raise ValueError(f"pared torch path: target {target!r} is not supported here; use one of {TARGETS}")
     timings = dict(timings or {})
@@ -102,11 +109,14 @@ def compile_imported(
         report.add(row.pass_name, row.name, **row.fields)
     graph = imported.graph
     t0 = time.perf_counter()
-    if recipe:
+    passes = parse_pipeline(recipe) if recipe else []
+    if lowering:
+        passes += parse_pipeline(LOWERING.get(target, ""))
+    if passes:
         from .pass_manager import run_pipeline
 
         ctx = PassContext(calibration=calibration, target=target, device=str(device or "cpu"), report=report)
-        graph = run_pipeline(graph, recipe, ctx, verify=verify)
+        graph = run_pipeline(graph, passes, ctx, verify=verify)
     timings["passes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if target == "reference":
@@ -156,7 +166,7 @@ class PaRedBackend:
     """A configured Dynamo backend; ``compiled`` lists every graph it compiled (with reports)."""
 
     def __init__(self, recipe=None, calibration=None, target: str = "torch", inductor: bool = False,
-                 verify: bool = True, strict: bool = False):
+                 verify: bool = True, strict: bool = False, lowering: bool = True):
         if target not in TARGETS:
             raise ValueError(f"pared.backend: target {target!r} is not supported for torch models; use one of {TARGETS}")
         self.recipe = recipe
@@ -165,6 +175,7 @@ class PaRedBackend:
         self.inductor = inductor
         self.verify = verify
         self.strict = strict
+        self.lowering = lowering
         self.compiled: list[CompiledGraph] = []
         self.fallbacks: list[str] = []
         self.__name__ = "pared"
@@ -179,7 +190,7 @@ class PaRedBackend:
             compiled = compile_imported(
                 imported, recipe=self.recipe, calibration=self.calibration, target=self.target,
                 inductor=self.inductor, device=_device(example_inputs), example_inputs=fakes,
-                timings={"import": t_import}, verify=self.verify,
+                timings={"import": t_import}, verify=self.verify, lowering=self.lowering,
             )
         except Exception as e:
             if self.strict:
@@ -211,7 +222,7 @@ def _fake_or_real(node, ex):
 
 
 def backend(recipe=None, calibration=None, target: str = "torch", inductor: bool = False, verify: bool = True,
-            strict: bool = False) -> PaRedBackend:
+            strict: bool = False, lowering: bool = True) -> PaRedBackend:
     """A ``torch.compile`` backend running ``recipe`` (a pipeline string, list or YAML recipe).
 
     Args:
@@ -221,8 +232,10 @@ def backend(recipe=None, calibration=None, target: str = "torch", inductor: bool
         inductor: hand the lowered graph to Inductor.
         verify: verify the IR between passes.
         strict: raise instead of falling back to the captured graph when compiling fails.
+        lowering: run the target's lowering passes after the recipe (``presets.LOWERING``: attention
+            fusion for the torch target).
     """
-    return PaRedBackend(recipe, calibration, target, inductor, verify, strict)
+    return PaRedBackend(recipe, calibration, target, inductor, verify, strict, lowering)
 
 
 def pared_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:

@@ -295,6 +295,30 @@ def _dot_ref(x, y, *, contract, batch, out_dtype=None):
     return np.einsum(f"{''.join(lsub)},{''.join(rsub)}->{''.join(out)}", x, y)
 
 
+def _attention_samples(dt, rng):
+    """(q, k, v, mask) shapes: plain, bool mask broadcast over heads, float mask, grouped-query,
+    rank 3 and 5, and a bool mask with a fully masked row (zeros, as torch's SDPA)."""
+    out = [S((dt, arr(dt, (2, 3, 4, 8), rng)), (dt, arr(dt, (2, 3, 6, 8), rng)), (dt, arr(dt, (2, 3, 6, 5), rng)), scale=8 ** -0.5)]
+    for q, kv, ev, m, mdt in [((2, 4, 5, 8), (2, 4, 6, 8), 8, (2, 1, 5, 6), DT.boolean),
+                              ((1, 6, 3, 4), (1, 2, 3, 4), 4, (3, 3), dt),
+                              ((4, 5, 2), (4, 7, 2), 3, (1, 5, 7), DT.boolean),
+                              ((2, 2, 4, 3, 4), (2, 2, 1, 5, 4), 6, (5,), dt)]:
+        v = (*kv[:-1], ev)
+        mask = arr(mdt, m, rng) if mdt == DT.boolean else arr(mdt, m, rng, -2, 0)
+        out.append(S((dt, arr(dt, q, rng)), (dt, arr(dt, kv, rng)), (dt, arr(dt, v, rng)), (mdt, mask), scale=0.3))
+    dead = np.ones((2, 1, 3, 4), bool)
+    dead[0, 0, 1] = False
+    out.append(S((dt, arr(dt, (2, 2, 3, 4), rng)), (dt, arr(dt, (2, 2, 4, 4), rng)), (dt, arr(dt, (2, 2, 4, 4), rng)),
+                 (DT.boolean, dead), scale=0.5))
+    return out
+
+
+def _attention_ref(q, k, v, mask=None, *, scale):
+    gqa = q.shape[-3] != k.shape[-3]
+    m = None if mask is None else T(mask)
+    return F.scaled_dot_product_attention(T(q), T(k), T(v), attn_mask=m, scale=scale, enable_gqa=gqa).numpy()
+
+
 def _shape_samples(fn):
     def samples(dt, rng):
         return [S(*[(dt, arr(dt, s, rng)) for s in shapes], **kw) for shapes, kw in fn()]
@@ -462,6 +486,7 @@ def _infos() -> list[OpInfo]:
         OpInfo("avg_pool", _pool_samples(True), _pool_ref("avg")),
         OpInfo("conv", _conv_samples, _conv_ref, tol=2),
         OpInfo("dot_general", _dot_samples, _dot_ref, tol=2),
+        OpInfo("attention", _attention_samples, _attention_ref, tol=4),
         OpInfo("reshape", _shape_samples(lambda: [([(2, 3, 4)], dict(shape=(6, 4))), ([(6,)], dict(shape=(2, 3))), ([()], dict(shape=(1, 1))), ([(1, 5)], dict(shape=(5,)))]), lambda x, *, shape: x.reshape(shape)),
         OpInfo("transpose", _shape_samples(lambda: [([(2, 3, 4)], dict(perm=(2, 0, 1))), ([(5,)], dict(perm=(0,))), ([(3, 1)], dict(perm=(1, 0)))]), lambda x, *, perm: T(x).permute(*perm).numpy()),
         OpInfo("broadcast_in_dim", _shape_samples(lambda: [([(3,)], dict(shape=(2, 3), dims=(1,))), ([(3, 1)], dict(shape=(3, 4), dims=(0, 1))), ([()], dict(shape=(2, 2), dims=())), ([(1, 4)], dict(shape=(2, 3, 4), dims=(1, 2)))]), _bcast_ref),

@@ -2,7 +2,8 @@
 
 Ops without an entry run their numpy reference implementation (:func:`lower_reference`).
 ``dot_general`` picks ``F.linear`` / ``matmul`` where the layout allows (and fuses a following
-bias add into ``F.linear``), and falls back to ``einsum``.
+bias add into ``F.linear``), and falls back to ``einsum``; ``attention`` is
+``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
@@ -194,6 +195,18 @@ def _einsum_spec(rx, ry, lc, rc, lb, rb) -> str:
     out = [xs[a] for a in lb] + [c for k, c in enumerate(xs) if k not in lc and k not in lb]
     out += [c for k, c in enumerate(ys) if k not in rc and k not in rb]
     return f"{''.join(xs)},{''.join(ys)}->{''.join(out)}"
+
+
+@lowers("attention")
+def _attention(L, eqn, i):
+    """``F.scaled_dot_product_attention``: flash kernels on CPU and GPU, scores never stored."""
+    q, k, v, *mask = eqn.inputs
+    kw = {"scale": eqn.attrs["scale"]}
+    if mask:
+        kw["attn_mask"] = L.tensor(mask[0])
+    if q.type.shape[-3] != k.type.shape[-3]:
+        kw["enable_gqa"] = True
+    return L.call(F.scaled_dot_product_attention, *(L.tensor(a) for a in (q, k, v)), **kw)
 
 
 @lowers("conv")

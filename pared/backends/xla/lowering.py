@@ -263,6 +263,24 @@ def _dot_general(eqn, x, y):
     )
 
 
+@lowers("attention")
+def _attention(eqn, q, k, v, *mask):
+    """softmax(q k^T * scale [+ mask]) v in jnp; rows with every key masked give zeros."""
+    jnp = _jnp()
+    rep = q.shape[-3] // k.shape[-3]
+    if rep > 1:  # grouped-query attention
+        k, v = jnp.repeat(k, rep, axis=-3), jnp.repeat(v, rep, axis=-3)
+    s = jnp.einsum("...le,...se->...ls", q, k) * jnp.asarray(eqn.attrs["scale"], q.dtype)
+    if mask:
+        m = mask[0]
+        s = jnp.where(m, s, -jnp.inf) if m.dtype == jnp.bool_ else s + m
+    top = jnp.max(s, axis=-1, keepdims=True)
+    dead = top == -jnp.inf
+    e = jnp.exp(s - jnp.where(dead, jnp.zeros_like(top), top))  # 0 on dead rows
+    p = e / jnp.where(dead, jnp.ones_like(top), jnp.sum(e, axis=-1, keepdims=True))
+    return jnp.einsum("...ls,...se->...le", p.astype(v.dtype), v)
+
+
 @lowers("conv")
 def _conv(eqn, x, w):
     from jax import lax

@@ -4,6 +4,7 @@
 One module per group; a new group adds one line below.
 """
 
+from . import attention  # noqa: F401
 from . import elementwise  # noqa: F401
 from . import linalg  # noqa: F401
 from . import nn  # noqa: F401
