@@ -79,6 +79,7 @@ QUANT_ROWS = [
     ("w8a8 smoothquant+gptq", f"smoothquant{{alpha=0.8,{_QI}}},gptq{{weights=int8,group=none,scheme=sym,activations=dynamic,{_QI}}}", True),
     ("fp8 dynamic", f"fp8{{{_QI}}}", False),
     ("sparsegpt 2:4 + gptq int4 g64", f"sparsify{{method=sparsegpt,pattern=2:4}},gptq{{weights=uint4,group=64,{_QI}}}", True),
+    ("sparsegpt 2:4 + gptq int4 g128", f"sparsify{{method=sparsegpt,pattern=2:4}},gptq{{weights=uint4,group=128,{_QI}}}", True),
     ("gqsa w4s50% g64", f"gqsa{{sparsity=0.5,block=16,group=64,{_QI}}}", True),
     ("gqsa w4s50% g128", f"gqsa{{sparsity=0.5,block=16,group=128,{_QI}}}", True),
 ]

@@ -32,10 +32,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .. import __version__
-from ..ir import Graph, parse, print_graph, verify
-from ..ir.errors import IRError
-from ..ir import dtypes
+from ..ir import Graph, dtypes, parse, print_graph, verify
 from ..ir.dtypes import fp8_encode, fp8_table
+from ..ir.errors import IRError
 from ..ir.packing import pack_bits, unpack_bits
 from ..ir.types import Quant, Sparse, SparseQuant
 from . import safetensors_io as st

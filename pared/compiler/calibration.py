@@ -361,7 +361,7 @@ class _ReferenceExecutor:
     def set_weight(self, name: str, value) -> None:
         pass  # run() reads the current weight table
 
-    def twin(self) -> "_ReferenceExecutor":
+    def twin(self) -> _ReferenceExecutor:
         """An executor for the dense shadow stream (run() is given the original weights)."""
         return _ReferenceExecutor(self.graph)
 
@@ -423,7 +423,7 @@ class _TorchExecutor:
     def set_weight(self, name: str, value) -> None:
         self._w[name] = self.torch.from_numpy(np.ascontiguousarray(value)).to(self._to_torch(self.ptypes[name].dtype))
 
-    def twin(self) -> "_TorchExecutor":
+    def twin(self) -> _TorchExecutor:
         """An executor for the dense shadow stream: the same lowered equations, the original weights."""
         other = _TorchExecutor(self.graph, self.opaque)
         other._fns = self._fns

@@ -434,8 +434,11 @@ _KEY = re.compile(r"\._(?:modules|parameters|buffers)\[['\"]([^'\"]+)['\"]\]|\.(
 
 
 def module_path(source_name: str) -> str:
-    """``L['self']._modules['layers']._modules['0']._parameters['weight']`` -> ``layers.0.weight``."""
-    s = re.sub(r"^[LG]\[['\"][^'\"]+['\"]\]", "", source_name, count=1)
+    """``L['self']._modules['layers']._modules['0']._parameters['weight']`` -> ``layers.0.weight``.
+
+    A forward wrapped by a ``def wrapper(*args, **kwargs)`` decorator (transformers 5.24 wraps
+    its models' ``forward`` so) sees the module as ``L['args'][0]``: that root is the module too."""
+    s = re.sub(r"^(?:L\[['\"]args['\"]\]\[0\](?=\.)|[LG]\[['\"][^'\"]+['\"]\])", "", source_name, count=1)
     s = s if s[:1] in (".", "[") else "." + s
     parts = [a or b or c for a, b, c in _KEY.findall(s)]
     parts = [p for p in parts if p not in ("_modules", "_parameters", "_buffers")]

@@ -170,7 +170,7 @@ def fp8_table(dt: DType) -> np.ndarray:
     return (sign * val).astype(np.float32)
 
 
-def fp8_encode(dt: DType, x: np.ndarray) -> "np.ndarray | None":
+def fp8_encode(dt: DType, x: np.ndarray) -> np.ndarray | None:
     """uint8 codes of float32 values that are exactly representable in ``dt`` (as ``round_to``
     leaves them), or None when one is not."""
     table = fp8_table(dt)

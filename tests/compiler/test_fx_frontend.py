@@ -43,6 +43,8 @@ def compile_once(model, *args, **kw):
         ("G['net']._modules['fc']._parameters['bias']", "fc.bias"),
         ("L['self'].encoder.layer[0]", "encoder.layer.0"),
         ("model.layers.0.mlp", "model.layers.0.mlp"),
+        # a forward behind a ``wrapper(*args, **kwargs)`` decorator: the module is args[0]
+        ("L['args'][0]._modules['model']._parameters['weight']", "model.weight"),
     ],
 )
 def test_module_path(source, path):

@@ -281,3 +281,24 @@ def test_gqsa_prunes_blocks_then_quantizes(rng):
     z = out.weights["q.weight.zero"]
     deq = (q.astype(np.float32) - np.repeat(z, 32, axis=1)) * np.repeat(out.weights["q.weight.scale"], 32, axis=1)
     assert ((deq.reshape(64, 4, 16) == 0).all(-1).sum(1) == 2).all()  # half the blocks of every row are zero
+
+
+def test_gqsa_block_choice_and_refit_lower_the_layer_error():
+    """The OBS block score and the least-squares refit each lower ||(W - W') X^T|| on correlated inputs."""
+    from pared.passes.quantize.gqsa import group_mask
+    from pared.passes.sparsify.refit import refit_kept
+
+    from .test_adaround import correlated_hessian
+
+    rng = np.random.default_rng(3)
+    h = correlated_hessian(rng, k=96)
+    w = rng.standard_normal((48, 96)).astype(np.float32)
+    errs = {}
+    for score in ("wanda", "obs"):
+        keep = group_mask(w, h, 16, 0.5, score)
+        assert (keep.reshape(48, 6, 16).all(-1).sum(1) == 3).all()  # exactly half the blocks kept per row
+        errs[score] = reconstruction_error(w, w * keep, h)
+        errs[score + "+refit"] = reconstruction_error(w, refit_kept(w, w * keep, keep, h, iters=30), h)
+    assert errs["obs"] < errs["wanda"]
+    assert errs["obs+refit"] < 0.9 * errs["obs"] and errs["wanda+refit"] < 0.9 * errs["wanda"]
+    assert errs["obs+refit"] < errs["wanda+refit"]
