@@ -289,8 +289,9 @@ def save_artifact(
         raise ArtifactError(f"cannot save: no weight value for params {missing[:5]}")
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_partials(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    prefix = f".{out.name}.partial-{os.getpid()}-"
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
         (tmp / GRAPH_FILE).write_text(print_graph(graph))
         tensors_meta, stored = {}, {}
         for p in graph.params:
@@ -339,7 +340,9 @@ def save_artifact(
             os.rename(tmp, out)
         _fsync_dir(out.parent)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # by prefix, not by ``tmp``: an interrupt can land inside mkdtemp, after the directory exists
+        for p in out.parent.glob(prefix + "*"):
+            shutil.rmtree(p, ignore_errors=True)
         raise
     return out
 
