@@ -48,6 +48,24 @@ def test_cost_model_keeps_dense_when_slower_and_says_so(rng):
     assert kernel_choices(gm) == {"dense": 5}
 
 
+def test_kept_dense_weight_only_layer_runs_the_measured_fp32_baseline(rng, monkeypatch):
+    """A bf16-activation weight-only layer measured slower than dense runs dense fp32 (no bf16 cast
+    of its activations, which is what made it slower than dense), within bf16 rounding of the reference."""
+    import pared.backends.torch.quantized as tq
+
+    monkeypatch.setattr(tq, "measure", lambda fn, k, n, baseline=None, rows=tq.PROBE_M: {m: (2.0, 1.0) for m in rows})
+    g = QuantizeWeights(weights="int8", act_dtype="bf16")(mlp_graph(rng))
+    with pytest.warns(UserWarning, match="measured slower than dense"):
+        gm = lower(g)
+    assert kernel_choices(gm) == {"dense": 5}
+    calls = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is tq.dense_linear]
+    assert len(calls) == 5 and all(len(n.args) < 3 or n.args[2] is None for n in calls)
+    x = calibration(rng)[0][0]
+    want, = run_graph(g, [x])
+    got = gm(torch.from_numpy(x))[0].numpy()
+    assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max()
+
+
 class _nothing:
     def __enter__(self):
         return self
