@@ -130,7 +130,13 @@ def compile_imported(
         from ..backends.torch import lower
 
         same = {n: t for n, t in imported.sources.items() if graph.weights.get(n) is imported.graph.weights.get(n)}
-        fn = lower(graph, device=device, tensors=same, opaque=imported.opaque)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn = lower(graph, device=device, tensors=same, opaque=imported.opaque)
+        fn, caught = _whole_graph_check(fn, caught, example_inputs, report,
+                                        lambda: lower(graph, device=device, tensors=same, opaque=imported.opaque))
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     timings["lower"] = time.perf_counter() - t0
     if inductor and target == "torch":
         t0 = time.perf_counter()
@@ -138,6 +144,51 @@ def compile_imported(
         timings["inductor"] = time.perf_counter() - t0
     positions = [k for k, idx in enumerate(imported.inputs) if idx is not None]
     return CompiledGraph(graph, imported, report, timings, fn, positions)
+
+
+def _whole_graph_check(fn, caught, example_inputs, report, lower_again):
+    """Second opinion on the per-layer cost model, with the whole graph on the example inputs.
+
+    The cost model times each quantized linear alone, its weights hot in cache; a model whose
+    weights stream from memory (an LLM decode step) can run faster on the compressed kernels even
+    where each layer alone measured slower. When some quantized linears were kept dense, the graph
+    is lowered again with compressed kernels everywhere, both are timed (median of 3 after a
+    warm-up, interleaved) and the faster is kept; the comparison goes into the report and, when
+    it overrules the per-layer choice, a warning. Returns (module, warnings still to show).
+    """
+    from ..backends.torch.quantized import kernel_choices, use_kernels
+
+    chosen = kernel_choices(fn)
+    if not chosen.get("dense") or not example_inputs or any(getattr(t, "device", None) is not None and t.device.type != "cpu" for t in example_inputs):
+        return fn, caught
+    with use_kernels("compressed"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alt = lower_again()
+    if kernel_choices(alt) == chosen:
+        return fn, caught
+    times = {id(fn): [], id(alt): []}
+    try:
+        with torch.no_grad():
+            for f in (fn, alt):
+                f(*example_inputs)
+            for _ in range(3):
+                for f in (fn, alt):
+                    t0 = time.perf_counter()
+                    f(*example_inputs)
+                    times[id(f)].append(time.perf_counter() - t0)
+    except Exception as e:  # the check is an optimisation: keep the per-layer choice, and say why
+        report.add("cost_model", "whole graph", skipped=f"timing on the example inputs failed ({type(e).__name__}: {e})")
+        return fn, caught
+    t_layer, t_comp = (sorted(times[id(f)])[1] for f in (fn, alt))
+    keep_alt = t_comp < t_layer
+    report.add("cost_model", "whole graph", per_layer_ms=round(t_layer * 1e3, 3), all_compressed_ms=round(t_comp * 1e3, 3),
+               per_layer_kernels=str(chosen), kept="all compressed" if keep_alt else "per-layer choice")
+    if not keep_alt:
+        return fn, caught
+    warnings.warn(f"pared: the per-layer cost model kept {chosen['dense']} quantized linears dense, but the whole graph ran "
+                  f"faster on compressed kernels ({t_comp * 1e3:.2f} ms vs {t_layer * 1e3:.2f} ms on the example inputs): "
+                  f"using them ({kernel_choices(alt)})", stacklevel=3)
+    return alt, []
 
 
 def _reference_fn(graph: Graph) -> Callable:

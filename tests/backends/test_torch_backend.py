@@ -212,3 +212,32 @@ def test_sparse_then_quantized_weights_lower_and_match_reference():
         with torch.no_grad():
             out = cm(x)
         np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_whole_graph_check_second_opinion_on_the_per_layer_cost_model(monkeypatch):
+    """Layers the per-layer cost model kept dense get a whole-graph timing against all-compressed
+    kernels; the faster module is the one returned, and the report says which and by how much."""
+    import warnings
+
+    import pared
+    import pared.backends.torch.quantized as tq
+    import pared.passes.quantize  # noqa: F401
+
+    monkeypatch.setattr(tq, "measure", lambda fn, k, n, baseline=None, rows=tq.PROBE_M, **kw: {m: (2.0, 1.0) for m in rows})
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64)).eval()
+    x = torch.randn(4, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cm, report = pared.compress(m, (x,), recipe="quantize{weights=int8,act_dtype=bf16}")
+    rows = report.for_pass("cost_model")
+    assert len(rows) == 1 and rows[0].fields["per_layer_kernels"] == "{'dense': 2}"
+    f = rows[0].fields
+    assert f["per_layer_ms"] > 0 and f["all_compressed_ms"] > 0
+    want = {"int8pack": 2} if f["kept"] == "all compressed" else {"dense": 2}
+    assert f["kept"] == ("all compressed" if f["all_compressed_ms"] < f["per_layer_ms"] else "per-layer choice")
+    assert tq.kernel_choices(cm.compiled.fn) == want
+    (ref,) = run_graph(cm.graph, [x.numpy()])
+    with torch.no_grad():
+        out = cm(x)
+    assert np.abs(out.numpy() - ref).max() <= 2e-2 * np.abs(ref).max()

@@ -53,7 +53,7 @@ def test_kept_dense_weight_only_layer_runs_the_measured_fp32_baseline(rng, monke
     of its activations, which is what made it slower than dense), within bf16 rounding of the reference."""
     import pared.backends.torch.quantized as tq
 
-    monkeypatch.setattr(tq, "measure", lambda fn, k, n, baseline=None, rows=tq.PROBE_M: {m: (2.0, 1.0) for m in rows})
+    monkeypatch.setattr(tq, "measure", lambda fn, k, n, baseline=None, rows=tq.PROBE_M, **kw: {m: (2.0, 1.0) for m in rows})
     g = QuantizeWeights(weights="int8", act_dtype="bf16")(mlp_graph(rng))
     with pytest.warns(UserWarning, match="measured slower than dense"):
         gm = lower(g)
