@@ -169,8 +169,8 @@ def _dot(L, eqn, i):
     return L.call(torch.einsum, _einsum_spec(rx, ry, lc, rc, lb, rb), a, b)
 
 
-def _linear(L, eqn, i, a, b):
-    """``x @ W.T`` as F.linear, absorbing a following ``add`` of a 1-d bias."""
+def following_bias(L, eqn):
+    """(index, bias atom) of an ``add`` of a 1-d bias that is the only user of ``eqn``'s output, else None."""
     out = eqn.outputs[0]
     j = L.single_user(out)
     if j is not None:
@@ -178,10 +178,22 @@ def _linear(L, eqn, i, a, b):
         if nxt.op == "add" and out in nxt.inputs:
             bias = nxt.inputs[1] if nxt.inputs[0] is out else nxt.inputs[0]
             if isinstance(bias, (Param, Var)) and bias.type.shape == (out.type.shape[-1],) and bias.type.dtype == out.type.dtype:
-                node = L.call(F.linear, a, b, L.value(bias))
-                L.skip.add(j)
-                L.env[nxt.outputs[0]] = node
-                return node
+                return j, bias
+    return None
+
+
+def absorb_bias(L, j: int, node):
+    """Let ``node`` (which already adds the bias) stand for the skipped ``add`` at index ``j``."""
+    L.skip.add(j)
+    L.env[L.graph.eqns[j].outputs[0]] = node
+    return node
+
+
+def _linear(L, eqn, i, a, b):
+    """``x @ W.T`` as F.linear, absorbing a following ``add`` of a 1-d bias."""
+    fb = following_bias(L, eqn)
+    if fb is not None:
+        return absorb_bias(L, fb[0], L.call(F.linear, a, b, L.value(fb[1])))
     return L.call(F.linear, a, b)
 
 

@@ -44,7 +44,7 @@ from ...ir.core import Eqn
 from ...ir.ops.qops import dequantize_weight, split_inputs
 from ...ir.packing import storage_bits
 from .dtypes import to_torch
-from .ops import LOWER
+from .ops import LOWER, absorb_bias, following_bias
 
 POLICIES = ("fastest", "compressed", "dense")
 _POLICY: contextvars.ContextVar[str] = contextvars.ContextVar("pared_qlinear_kernels", default="fastest")
@@ -115,10 +115,10 @@ def fp8_dynamic_linear(x, w, w_scale, act_scale: Optional[torch.Tensor] = None):
     return (F.linear(xq, w) * s * w_scale).to(x.dtype).reshape(*lead, w.shape[0])
 
 
-def dense_linear(x, w, act_dtype: Optional[torch.dtype] = None):
+def dense_linear(x, w, act_dtype: Optional[torch.dtype] = None, bias: Optional[torch.Tensor] = None):
     if act_dtype is not None and act_dtype != x.dtype:
         x = x.to(act_dtype).to(x.dtype)
-    return F.linear(x, w)
+    return F.linear(x, w, bias)
 
 
 # ---- weight preparation ----------------------------------------------------------------------
@@ -316,6 +316,9 @@ def _lower_dense(L, eqn, xv, q, scale, zero, act_scale, name, act_dtype: bool = 
     if act == "none":
         w = torch.from_numpy(dequantize_weight(q, scale, zero, gs))
         adt = to_torch(eqn.attrs["act_dtype"]) if act_dtype and eqn.attrs["act_dtype"] is not None else None
+        fb = following_bias(L, eqn)  # the bias inside F.linear, as the dense lowering does
+        if fb is not None:
+            return absorb_bias(L, fb[0], L.call(dense_linear, xv, _register(L, f"dense_{name}", w), adt, L.value(fb[1])))
         return L.call(dense_linear, xv, _register(L, f"dense_{name}", w), adt)
     ws = torch.from_numpy(scale.reshape(1, -1).astype(np.float32))
     a_s = torch.tensor(float(act_scale), dtype=torch.float32) if act_scale is not None else None
