@@ -6,7 +6,8 @@ block's (block x block) piece of the damped inverse Hessian (or, with ``score=wa
 ``sum_j (|W_ij| * ||X_j||)^2``), and the lowest-scoring ``sparsity`` fraction of blocks per row is
 zeroed (structured, so a kernel skips whole blocks). The kept weights are then re-solved by least
 squares for that mask (:func:`..sparsify.refit.refit_kept`), which compensates the removed blocks'
-error, and quantized with GPTQ, whose updates keep the pruned blocks at zero (GQSA, Zeng et al., 2025: "W4S50%" = 4-bit weights, 50% group sparsity).
+error, and quantized with GPTQ, whose updates keep the pruned blocks at zero (GQSA, Zeng et al.,
+2025: "W4S50%" = 4-bit weights, 50% group sparsity).
 The quantized weight is declared ``#sparse_quant`` (blocks of [1, block]), so the reported bytes
 (:func:`.linears.stored_nbytes`) are the kept values at ``bits`` + one mask bit per block + scales/zeros.
 """

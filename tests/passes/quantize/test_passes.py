@@ -267,13 +267,14 @@ def test_w8a8_and_fp8_variants_verify_and_stay_close(rng, p):
     assert rel(run_graph(out, [x])[0], run_graph(g, [x])[0]) < 0.08
 
 
-def test_gqsa_prunes_blocks_then_quantizes(rng):
+@pytest.mark.parametrize("opts", [{}, {"steps": 2}, {"score": "wanda", "refit": False}])
+def test_gqsa_prunes_blocks_then_quantizes(rng, opts):
     g = mlp_graph(rng)
     cal = calibration(rng)
     ctx = ctx_with(cal)
     from pared.passes.quantize import GQSA
 
-    out = GQSA(sparsity=0.5, block=16, group=32)(g, ctx)
+    out = GQSA(sparsity=0.5, block=16, group=32, **opts)(g, ctx)
     verify(out)
     rows = [r for r in ctx.report.for_pass("gqsa") if "density" in r.fields]
     assert len(rows) == 5 and all(abs(r.fields["density"] - 0.5) < 0.05 for r in rows)
