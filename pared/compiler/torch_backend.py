@@ -146,13 +146,16 @@ def compile_imported(
     return CompiledGraph(graph, imported, report, timings, fn, positions)
 
 
+CLOSE_CALL = 1 / 3  # a kept-dense layer whose compressed kernel measured at most 3x slower
+
+
 def _whole_graph_check(fn, caught, example_inputs, report, lower_again):
     """Second opinion on the per-layer cost model, with the whole graph on the example inputs.
 
     The cost model times each quantized linear alone, its weights hot in cache; a model whose
     weights stream from memory (an LLM decode step) can run faster on the compressed kernels even
-    where each layer alone measured slower. When some quantized linears were kept dense, the graph
-    is lowered again with compressed kernels everywhere, both are timed (median of 3 after a
+    where each layer alone measured slower. When some quantized linears were kept dense and one of
+    them was a close call (its kernel at most 3x slower, ``CLOSE_CALL``), the graph is lowered again with compressed kernels everywhere, both are timed (median of 3 after a
     warm-up, interleaved) and the faster is kept; the comparison goes into the report and, when
     it overrules the per-layer choice, a warning. Returns (module, warnings still to show).
     """
@@ -160,6 +163,12 @@ def _whole_graph_check(fn, caught, example_inputs, report, lower_again):
 
     chosen = kernel_choices(fn)
     if not chosen.get("dense") or not example_inputs or any(getattr(t, "device", None) is not None and t.device.type != "cpu" for t in example_inputs):
+        return fn, caught
+    # only where some layer was a close call: a kernel measured many times slower (e.g. int4 with
+    # fp32 activations, ~50x) will not win as a whole graph, and timing it would cost minutes
+    ratios = [min(v for k, v in d.items() if k.endswith("_ratio")) for d in getattr(fn, "pared_kernel_decisions", [])
+              if d["kernel"] == "dense" and any(k.endswith("_ratio") for k in d)]
+    if not ratios or max(ratios) < CLOSE_CALL:
         return fn, caught
     with use_kernels("compressed"), warnings.catch_warnings():
         warnings.simplefilter("ignore")

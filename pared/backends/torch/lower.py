@@ -147,7 +147,11 @@ class Lowerer:
             self.bind(eqn, out)
         outs = tuple(self.tensor(a) for a in self.graph.outputs)
         self.fx.output(outs)
-        return fx.GraphModule(self.root, self.fx, class_name="PAREDModule")
+        gm = fx.GraphModule(self.root, self.fx, class_name="PAREDModule")
+        choices = self.__dict__.get("_qlinear_choices")  # the quantized kernels' cost-model decisions
+        if choices is not None:
+            gm.pared_kernel_decisions = choices.decisions
+        return gm
 
     def bind(self, eqn: Eqn, out) -> None:
         """Record a rule's result: a node (or tuple of nodes) for the equation's outputs."""
