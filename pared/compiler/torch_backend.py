@@ -155,9 +155,10 @@ def _whole_graph_check(fn, caught, example_inputs, report, lower_again):
     The cost model times each quantized linear alone, its weights hot in cache; a model whose
     weights stream from memory (an LLM decode step) can run faster on the compressed kernels even
     where each layer alone measured slower. When some quantized linears were kept dense and one of
-    them was a close call (its kernel at most 3x slower, ``CLOSE_CALL``), the graph is lowered again with compressed kernels everywhere, both are timed (median of 3 after a
-    warm-up, interleaved) and the faster is kept; the comparison goes into the report and, when
-    it overrules the per-layer choice, a warning. Returns (module, warnings still to show).
+    them was a close call (its kernel at most 3x slower, ``CLOSE_CALL``), the graph is lowered
+    again with compressed kernels everywhere, both are timed (median of 3 after a warm-up,
+    interleaved) and the faster is kept; the comparison goes into the report and, when it
+    overrules the per-layer choice, a warning. Returns (module, warnings still to show).
     """
     from ..backends.torch.quantized import kernel_choices, use_kernels
 
