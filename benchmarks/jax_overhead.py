@@ -26,8 +26,8 @@ from flax import nnx  # noqa: E402
 
 from pared.backends.xla import graph_params, lower  # noqa: E402
 from pared.compiler.jax_api import compress_jax  # noqa: E402
-from pared.compiler.jaxpr_frontend import trace  # noqa: E402
-from pared.models.flax_bert import load_minilm  # noqa: E402
+from pared.frontends.jax.importer import trace  # noqa: E402
+from pared.tools.flax_bert import load_minilm  # noqa: E402
 
 
 def _time_runs(f, args, iters):

@@ -156,7 +156,7 @@ def stored_bytes(compressed) -> int:
 
 def load_smollm2():
     """(model, tokenizer): SmolLM2-135M in fp32 through pared's loader (GGUF dequantized once, cached)."""
-    from pared.compiler.models import load_hf_folder, smollm2_fp32_dir
+    from pared.tools.models import load_hf_folder, smollm2_fp32_dir
 
     lm = load_hf_folder(smollm2_fp32_dir(), name="smollm2")
     return lm.model, lm.tokenizer
@@ -227,7 +227,7 @@ def run_smollm2(rows, args):
 
 def run_llmc(python: str, rows, evals, cal) -> dict:
     """{row: {"ppl", "seconds"} or {"error"}} from llm-compressor on the same windows and samples."""
-    from pared.compiler.models import smollm2_fp32_dir
+    from pared.tools.models import smollm2_fp32_dir
 
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "windows.npz"

@@ -16,8 +16,7 @@ import sys
 from typing import Any
 
 from .ir import Graph, parse, print_graph, verify
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def _is_torch_module(obj: Any) -> bool:

@@ -21,9 +21,9 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..backends.xla import graph_params, lower
+from ..frontends.jax.importer import Traced, trace
+from ..frontends.jax.rules import IR_OP_PREFIX
 from ..ir.core import Graph
-from .jaxpr_frontend import Traced, trace
-from .jaxpr_ops import IR_OP_PREFIX
 
 
 def ir_op(op: str, **attrs) -> Callable[[Callable], Callable]:

@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Union
 from ..ir import Graph
 from ..passes.base import Pass
 from ..passes.context import PassContext
+from .context import with_defaults
 from .instruments import DumpIR, Instrument, NumericsCheck, PassError, Timing, VerifyInstrument
 from .pipeline import PipelineSpec, format_pipeline, parse_pipeline
 
@@ -69,7 +70,7 @@ class PassManager:
 
     def run(self, graph: Graph, ctx: Optional[PassContext] = None) -> Graph:
         """Run every pass on ``graph``; returns the final graph (the input is never mutated)."""
-        ctx = ctx if ctx is not None else PassContext()
+        ctx = with_defaults(ctx if ctx is not None else PassContext())
         for inst in self.instruments:
             inst.before_pipeline(graph, ctx, self.passes)
         done: list[str] = []

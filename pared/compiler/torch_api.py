@@ -19,9 +19,10 @@ from typing import Any, Optional
 import torch
 import torch.utils._pytree as pytree
 
-from ..backends.reference.interpreter import InterpreterError, bind_symbols
+from ..frontends.torch.importer import import_exported
+from ..ir.errors import BindError
+from ..ir.shapes import bind_symbols
 from ..passes.context import Report
-from .fx_frontend import import_exported
 from .torch_backend import CompiledGraph, _Shape, compile_imported
 
 
@@ -89,7 +90,7 @@ class _Variant:
             return False
         try:
             bind_symbols([v.type for v in g.inputs], [_Shape(t) for t in ins])
-        except InterpreterError:
+        except BindError:
             return False
         return True
 

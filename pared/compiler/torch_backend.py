@@ -20,11 +20,11 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from ..backends.reference.interpreter import bind_symbols
+from ..frontends.torch.importer import Imported, import_dynamo
 from ..ir import dims as D
 from ..ir.core import Graph
+from ..ir.shapes import bind_symbols
 from ..passes.context import PassContext, Report
-from .fx_frontend import Imported, import_dynamo
 from .pipeline import parse_pipeline
 from .presets import LOWERING
 
@@ -115,7 +115,8 @@ def compile_imported(
     if passes:
         from .pass_manager import run_pipeline
 
-        ctx = PassContext(calibration=calibration, target=target, device=str(device or "cpu"), report=report)
+        ctx = PassContext(calibration=calibration, backend=target, device=str(device or "cpu"), report=report,
+                          opaque=imported.opaque)
         graph = run_pipeline(graph, passes, ctx, verify=verify)
     timings["passes"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -185,3 +185,12 @@ def fp8_encode(dt: DType, x: np.ndarray) -> np.ndarray | None:
     if not np.array_equal(back, x) or not np.array_equal(np.signbit(back), np.signbit(x)):
         return None
     return code
+
+
+JAX_NAMES = {
+    "f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16",
+    "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2",
+    "i64": "int64", "i32": "int32", "i16": "int16", "i8": "int8", "i4": "int4",
+    "u8": "uint8", "u4": "uint4", "bool": "bool",
+}
+"""IR dtype name -> jax/numpy dtype name (the jax frontend and the XLA backend share it)."""

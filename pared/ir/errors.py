@@ -39,3 +39,7 @@ class ParseError(IRError):
         if source_line:
             text += f"\n  {source_line}\n  {' ' * (col - 1)}^"
         super().__init__(text)
+
+
+class BindError(IRError):
+    """Actual shapes do not fit a graph's (symbolic) types: wrong rank, or a symbol bound twice."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
 
 from . import dims as D
-from .errors import TypeInferenceError
+from .errors import BindError, TypeInferenceError
 
 
 def broadcast_shapes(*shapes: Sequence[D.Dim]) -> tuple[D.Dim, ...]:
@@ -50,3 +52,35 @@ def format_shape(shape: Sequence[D.Dim]) -> str:
 
 def same_numel(a: Sequence[D.Dim], b: Sequence[D.Dim]) -> bool:
     return D.prod(a) == D.prod(b)
+
+
+def bind_symbols(types, arrays, env: Optional[dict[str, int]] = None, what: str = "input") -> dict[str, int]:
+    """Solve symbol values from actual shapes (a bare symbol dim binds; any other dim must match)."""
+    env = dict(env or {})
+    for i, (t, a) in enumerate(zip(types, arrays)):
+        shape = np.shape(a)
+        if len(shape) != t.rank:
+            raise BindError(f"{what} {i}: expected rank {t.rank} ({t}), got shape {shape}")
+        # bind plain symbols first so products like B*S can then be checked
+        for d, n in zip(t.shape, shape):
+            if isinstance(d, D.Sym) and len(d.terms) == 1 and d.terms[0][1] == 1 and len(d.terms[0][0]) == 1:
+                s = d.terms[0][0][0]
+                if env.setdefault(s, n) != n:
+                    raise BindError(f"{what} {i}: symbol {s} is {env[s]} elsewhere but {n} here (shape {shape}, type {t})")
+        for d, n in zip(t.shape, shape):
+            try:
+                expect = D.evaluate(d, env)
+            except KeyError:
+                continue  # symbol only inside an expression; cannot solve it here
+            if expect != n:
+                raise BindError(f"{what} {i}: dim {d} should be {expect}, got shape {shape} (type {t})")
+    return env
+
+
+def resolve_dims(v: Any, env: Mapping[str, int]) -> Any:
+    """An attribute value with its symbolic dims evaluated in ``env`` (tuples elementwise)."""
+    if isinstance(v, D.Sym):
+        return D.evaluate(v, env)
+    if isinstance(v, tuple):
+        return tuple(resolve_dims(x, env) for x in v)
+    return v

@@ -1,14 +1,14 @@
 """What a pass receives besides the graph: :class:`PassContext` and its :class:`Report`.
 
 The context is created per pipeline run (no global state): it carries calibration data, the
-target backend and device, sample inputs for numerics checks, free-form options, and a report
-to which passes add one row per layer they touch.
+backend and device the graph is lowered for, sample inputs for numerics checks, the calibration
+executor the compiler picked, and a report to which passes add one row per layer they touch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -84,18 +84,27 @@ def _fmt(v: Any) -> str:
 class PassContext:
     """Everything a pass may read besides the graph.
 
+    The compiler fills the fields a user does not set (:func:`pared.compiler.context.make_context`).
+
     Attributes:
         calibration: calibration data (batches of model inputs), any form the passes accept.
-        target: the backend the graph will be lowered to ("reference", "torch", "xla", "triton").
+        backend: the backend the graph will be lowered to ("reference", "torch", "xla", "triton").
         device: the device string ("cpu", "cuda", "tpu").
         report: per-layer rows the passes add.
         sample_inputs: graph inputs the numerics instrument runs through the reference interpreter.
-        options: free-form settings shared by the passes of one pipeline.
+        calibration_executor: ``graph -> executor`` for the calibration engine (an object with the
+            :class:`~pared.passes.calibration.engine.Executor` methods); passes that calibrate
+            fail with a clear error when it is missing.
+        opaque: callables of the graph's ``opaque`` equations, keyed by their ``target`` attribute
+            (the torch frontend's table), so calibration can run them.
+        progress: show progress bars on long work (calibration).
     """
 
     calibration: Any = None
-    target: Optional[str] = None
+    backend: Optional[str] = None
     device: Optional[str] = None
     report: Report = field(default_factory=Report)
     sample_inputs: Optional[Sequence[Any]] = None
-    options: Mapping[str, Any] = field(default_factory=dict)
+    calibration_executor: Optional[Callable[[Any], Any]] = None
+    opaque: Mapping[str, Any] = field(default_factory=dict)
+    progress: bool = True

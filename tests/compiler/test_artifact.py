@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 
 from pared.backends.reference import run_graph
-from pared.compiler import safetensors_io as st
-from pared.compiler.artifact import (
+from pared.compiler.pass_manager import run_pipeline
+from pared.compiler.presets import register_builtin_passes
+from pared.ir import tensor
+from pared.ir.types import Quant, Sparse
+from pared.tools import safetensors_io as st
+from pared.tools.artifact import (
     GRAPH_FILE,
     MANIFEST,
     WEIGHTS_FILE,
@@ -21,10 +25,6 @@ from pared.compiler.artifact import (
     load_artifact,
     save_artifact,
 )
-from pared.compiler.pass_manager import run_pipeline
-from pared.compiler.presets import register_builtin_passes
-from pared.ir import tensor
-from pared.ir.types import Quant, Sparse
 from tests.compiler.mlp import build_mlp
 
 register_builtin_passes()
@@ -120,8 +120,8 @@ def test_safetensors_interoperates(tmp_path):
 def minilm_case(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from pared.compiler.models import ModelError, resolve_model
-    from pared.compiler.offline import compress_model, save_result
+    from pared.tools.models import ModelError, resolve_model
+    from pared.tools.offline import compress_model, save_result
 
     try:
         lm = resolve_model("minilm")

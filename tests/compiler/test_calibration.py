@@ -3,9 +3,16 @@
 import numpy as np
 import pytest
 
-from pared.compiler.calibration import memory_plan, run_calibration
+from pared.backends.executors import make_executor
 from pared.ir import GraphBuilder, sym
-from pared.passes.calibrated import CalibrationRequest, Statistic, find_weight_sites, normalize_batches
+from pared.passes.calibration import (
+    CalibrationRequest,
+    Statistic,
+    find_weight_sites,
+    memory_plan,
+    normalize_batches,
+    run_calibration,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -37,7 +44,7 @@ def collect(backend, g=None, bs=None, names=("hessian", "norms", "mean", "absmax
         return rewrite(site, w, stats) if rewrite else None
 
     sites = [s for s in find_weight_sites(g) if s.param != "head.weight"]
-    res = run_calibration(g, bs, CalibrationRequest("t", sites, lambda s: names, rw, sequential), backend=backend,
+    res = run_calibration(g, bs, CalibrationRequest("t", sites, lambda s: names, rw, sequential), make_executor(g, backend),
                           progress=False, log=lambda s: None)
     return got, res
 
@@ -97,7 +104,7 @@ def test_unneeded_equations_do_not_run_and_plan_is_reported():
     plan = memory_plan(g, bs, req)
     assert "6 of 8 equations" in plan and "MiB" in plan
     logs = []
-    run_calibration(g, bs, req, backend="reference", progress=False, log=logs.append)
+    run_calibration(g, bs, req, make_executor(g, "reference"), progress=False, log=logs.append)
     assert "peak live activations" in logs[0]
 
 
@@ -118,7 +125,7 @@ def test_conv_sites_use_patches():
     out = {}
     for backend in ("reference", "torch"):
         run_calibration(g, normalize_batches(g, xs), CalibrationRequest("t", [site], lambda s: ("hessian",),
-                        lambda s, w, st, b=backend: out.update({b: st["hessian"]})), backend=backend, progress=False,
+                        lambda s, w, st, b=backend: out.update({b: st["hessian"]})), make_executor(g, backend), progress=False,
                         log=lambda s: None)
     np.testing.assert_allclose(out["reference"], out["torch"], rtol=1e-4, atol=1e-3)
     # patches reproduce the convolution: W2 @ patch = output

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pared.compiler.artifact import MANIFEST, load_artifact
-from pared.compiler.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
 from pared.compiler.pipeline import PRESETS, parse_pipeline
 from pared.compiler.presets import PLANNED, register_builtin_passes
 from pared.passes.base import available_passes
+from pared.tools.artifact import MANIFEST, load_artifact
+from pared.tools.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
 
 ROOT = Path(__file__).resolve().parents[2]
 register_builtin_passes()
@@ -99,7 +99,7 @@ def test_unknown_model(tmp_path, capsys):
 
 def _spawn(out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "pared.compiler.cli", "compress", "minilm", "--recipe", "magnitude-2:4",
+    cmd = [sys.executable, "-m", "pared.tools.cli", "compress", "minilm", "--recipe", "magnitude-2:4",
            "--calib", "none", "--no-eval", "--out", str(out)]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

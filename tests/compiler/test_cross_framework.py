@@ -1,6 +1,6 @@
 """One IR for both frameworks: a Flax BERT with all-MiniLM-L6-v2's weights vs the torch model.
 
-The Flax model (pared.models.flax_bert) gives the same sentence embeddings as ``transformers``'
+The Flax model (pared.tools.flax_bert) gives the same sentence embeddings as ``transformers``'
 BertModel within 1e-4, and the jaxpr and FX frontends produce IRs with the same op counts for
 every equation that depends on a weight (the model's compute: every op kind, not a chosen few).
 The remaining equations only preprocess the integer inputs (attention-mask and position-id
@@ -26,7 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from pared.compiler.jax_api import compress_jax  # noqa: E402
 from pared.ir.core import Param, Var  # noqa: E402
-from pared.models.flax_bert import load_minilm, mean_pool, minilm_dir  # noqa: E402
+from pared.tools.flax_bert import load_minilm, mean_pool, minilm_dir  # noqa: E402
 
 SENTENCES = ["pared compresses neural networks.", "One pass suite serves both PyTorch and JAX models!"]
 def compute_counts(graph) -> tuple[Counter, Counter]:
@@ -66,7 +66,7 @@ def test_minilm_embeddings_match_torch(models):
 
 
 def test_both_irs_have_the_same_op_counts(models):
-    fx_frontend = pytest.importorskip("pared.compiler.fx_frontend", reason="pared.compiler.fx_frontend is missing")
+    fx_frontend = pytest.importorskip("pared.frontends.torch.importer", reason="pared.frontends.torch.importer is missing")
     fm, tm, enc = models
     ids, am, tt = (jnp.asarray(enc[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
     fn_c, _ = compress_jax(fm, None, ids, am, tt)

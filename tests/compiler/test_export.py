@@ -11,12 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from pared.compiler import safetensors_io as st  # noqa: E402
-from pared.compiler.artifact import load_artifact  # noqa: E402
-from pared.compiler.export import ExportError, dense_weights, export, pack_int32, qlinears  # noqa: E402
-from pared.compiler.models import ModelError, resolve_model  # noqa: E402
-from pared.compiler.offline import compress_model, save_result  # noqa: E402
 from pared.compiler.presets import register_builtin_passes  # noqa: E402
+from pared.tools import safetensors_io as st  # noqa: E402
+from pared.tools.artifact import load_artifact  # noqa: E402
+from pared.tools.export import ExportError, dense_weights, export, pack_int32, qlinears  # noqa: E402
+from pared.tools.models import ModelError, resolve_model  # noqa: E402
+from pared.tools.offline import compress_model, save_result  # noqa: E402
 
 register_builtin_passes()
 

@@ -13,8 +13,8 @@ from torch import nn  # noqa: E402
 
 from pared.backends.reference.interpreter import run_graph  # noqa: E402
 from pared.compiler import torch_backend  # noqa: E402
-from pared.compiler.fx_frontend import import_exported, module_path  # noqa: E402
 from pared.compiler.torch_backend import backend  # noqa: E402
+from pared.frontends.torch.importer import import_exported, module_path  # noqa: E402
 from pared.ir import dims as D  # noqa: E402
 from pared.ir.core import Param  # noqa: E402
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
 from pared.backends.reference.interpreter import run_graph  # noqa: E402
-from pared.compiler.jaxpr_frontend import JaxFrontendError, path_name, trace  # noqa: E402
+from pared.frontends.jax.importer import JaxFrontendError, path_name, trace  # noqa: E402
 
 
 def _graph(fn, *args, params=None):

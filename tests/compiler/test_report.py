@@ -8,8 +8,8 @@ import pytest
 
 from pared.compiler.pass_manager import run_pipeline
 from pared.compiler.presets import register_builtin_passes
-from pared.compiler.report import Progress, format_table, format_totals, layer_table, totals, write_html, write_plots
 from pared.passes.context import PassContext
+from pared.tools.report import Progress, format_table, format_totals, layer_table, totals, write_html, write_plots
 from tests.compiler.mlp import build_mlp
 
 register_builtin_passes()

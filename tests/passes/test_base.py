@@ -111,6 +111,6 @@ def test_report_rows_table_and_dicts():
 
 
 def test_contexts_do_not_share_state():
-    a, b = PassContext(), PassContext(target="torch", device="cpu", options={"x": 1})
+    a, b = PassContext(), PassContext(backend="torch", device="cpu", opaque={"x": 1})
     a.report.add("p", "n")
-    assert len(b.report) == 0 and a.options == {} and b.target == "torch"
+    assert len(b.report) == 0 and a.opaque == {} and b.backend == "torch"

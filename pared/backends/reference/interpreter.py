@@ -11,11 +11,12 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ...ir import dims as D
+from ...ir import shapes
 from ...ir.core import Eqn, Graph, Literal, Param, Var
 from ...ir.dtypes import round_to
-from ...ir.errors import IRError
+from ...ir.errors import BindError, IRError
 from ...ir.opdef import get_op
+from ...ir.shapes import resolve_dims
 
 
 class InterpreterError(IRError):
@@ -23,34 +24,11 @@ class InterpreterError(IRError):
 
 
 def bind_symbols(types, arrays, env: Optional[dict[str, int]] = None, what: str = "input") -> dict[str, int]:
-    """Solve symbol values from actual shapes (a bare symbol dim binds; any other dim must match)."""
-    env = dict(env or {})
-    for i, (t, a) in enumerate(zip(types, arrays)):
-        shape = np.shape(a)
-        if len(shape) != t.rank:
-            raise InterpreterError(f"{what} {i}: expected rank {t.rank} ({t}), got shape {shape}")
-        # bind plain symbols first so products like B*S can then be checked
-        for d, n in zip(t.shape, shape):
-            if isinstance(d, D.Sym) and len(d.terms) == 1 and d.terms[0][1] == 1 and len(d.terms[0][0]) == 1:
-                s = d.terms[0][0][0]
-                if env.setdefault(s, n) != n:
-                    raise InterpreterError(f"{what} {i}: symbol {s} is {env[s]} elsewhere but {n} here (shape {shape}, type {t})")
-        for d, n in zip(t.shape, shape):
-            try:
-                expect = D.evaluate(d, env)
-            except KeyError:
-                continue  # symbol only inside an expression; cannot solve it here
-            if expect != n:
-                raise InterpreterError(f"{what} {i}: dim {d} should be {expect}, got shape {shape} (type {t})")
-    return env
-
-
-def _resolve(v: Any, env: Mapping[str, int]) -> Any:
-    if isinstance(v, D.Sym):
-        return D.evaluate(v, env)
-    if isinstance(v, tuple):
-        return tuple(_resolve(x, env) for x in v)
-    return v
+    """:func:`pared.ir.shapes.bind_symbols`, raising :class:`InterpreterError`."""
+    try:
+        return shapes.bind_symbols(types, arrays, env, what)
+    except BindError as err:
+        raise InterpreterError(str(err)) from None
 
 
 def _last_uses(graph: Graph) -> dict[int, list[Var]]:
@@ -121,7 +99,7 @@ def _eval_eqn(eqn: Eqn, args: list, syms: dict[str, int], table, env) -> list[np
     op = get_op(eqn.op)
     if op.impl is None:
         raise InterpreterError(f"op {eqn.op} has no reference implementation (it runs only on its own backend): {_describe(eqn)}")
-    attrs = {k: _resolve(v, syms) for k, v in eqn.attrs.items()}
+    attrs = {k: resolve_dims(v, syms) for k, v in eqn.attrs.items()}
     if op.regions:
         attrs["regions"] = eqn.regions
         attrs["evaluate"] = lambda g, xs: run_graph(g, xs, table, _outer=env, _symbols=syms)

@@ -20,7 +20,7 @@ import torch.fx as fx
 
 from ...ir import dims as D
 from ...ir.core import Eqn, Graph, Literal, Param, Var
-from .dtypes import to_torch
+from ...ir.torch_dtypes import to_torch
 
 
 class LoweringError(Exception):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ...ir.core import Eqn, Literal, Param, Var
 from ...ir.opdef import get_op
-from .dtypes import to_torch
+from ...ir.torch_dtypes import to_torch
 
 LOWER: dict[str, Callable] = {}
 
@@ -389,12 +389,12 @@ class ReferenceCall:
         self.__name__ = f"reference_{eqn.op}"
 
     def __call__(self, *args):
-        from ..reference.interpreter import _resolve, bind_symbols
+        from ...ir.shapes import bind_symbols, resolve_dims
 
         eqn = self.eqn
         arrays = [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a) for a in args]
         env = bind_symbols([a.type for a in eqn.inputs], arrays)
-        attrs = {k: _resolve(v, env) for k, v in eqn.attrs.items()}
+        attrs = {k: resolve_dims(v, env) for k, v in eqn.attrs.items()}
         res = get_op(eqn.op).impl(*arrays, **attrs)
         res = list(res) if isinstance(res, (tuple, list)) else [res]
         dev = next((a.device for a in args if isinstance(a, torch.Tensor)), None)

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from ...ir.core import Eqn
 from ...ir.ops.qops import dequantize_weight, split_inputs
 from ...ir.packing import storage_bits
-from .dtypes import to_torch
+from ...ir.torch_dtypes import to_torch
 from .ops import LOWER, absorb_bias, following_bias
 
 POLICIES = ("fastest", "compressed", "dense")

@@ -33,7 +33,7 @@ import torch
 import triton
 
 from ...ir import Eqn, Graph
-from ..torch.dtypes import to_torch
+from ...ir.torch_dtypes import to_torch
 from .emit import CodegenError, Emitter, round_to, tl_dtype
 from .packing import FORMATS, pack_operand
 from .pointwise import ROW_OPS, ROW_REDUCE, _broadcast_strides, _is_full, emit_body, load_tile, offset_expr, unravel

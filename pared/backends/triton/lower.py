@@ -119,7 +119,7 @@ def _dequantize_torch(e: Eqn, ts) -> torch.Tensor:
     """A weight's dequantization, once, with the op's reference (weights are constants)."""
     arrays = [t.detach().cpu().numpy() for t in ts]
     out = get_op("dequantize").impl(*arrays, **dict(e.attrs))
-    from ..torch.dtypes import to_torch
+    from ...ir.torch_dtypes import to_torch
 
     return torch.from_numpy(np.ascontiguousarray(out)).to(ts[0].device, to_torch(e.out.type.dtype))
 

@@ -27,7 +27,7 @@ import torch
 import triton
 
 from ...ir import Eqn, Graph
-from ..torch.dtypes import to_torch
+from ...ir.torch_dtypes import to_torch
 from .emit import CodegenError, Emitter, round_to, tl_dtype
 from .source import load_source, prune_for_interpreter
 

@@ -20,24 +20,20 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from ...ir import dims as D
+from ...ir import dtypes as DT
 from ...ir.core import Eqn, Graph, Literal, Param, Var
 from ...ir.dtypes import DType
 from ...ir.errors import IRError
 from ...ir.opdef import get_op
 from ...ir.printer import format_eqn
+from ...ir.shapes import resolve_dims
 
 
 class XlaLoweringError(IRError):
     """An equation failed to lower; the message names it."""
 
 
-IR_TO_JAX = {
-    "f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16",
-    "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2",
-    "i64": "int64", "i32": "int32", "i16": "int16", "i8": "int8", "i4": "int4",
-    "u8": "uint8", "u4": "uint4", "bool": "bool",
-}
-"""IR dtype name -> jax/numpy dtype name (the jaxpr frontend uses the inverse)."""
+IR_TO_JAX = DT.JAX_NAMES
 
 
 def jax_dtype(dt: DType):
@@ -446,14 +442,6 @@ def _fallback(eqn, *xs):
 # --- the evaluator ----------------------------------------------------------------------------
 
 
-def _resolve(v, env):
-    if isinstance(v, D.Sym):
-        return D.evaluate(v, env)
-    if isinstance(v, tuple):
-        return tuple(_resolve(x, env) for x in v)
-    return v
-
-
 def _bind(types, arrays, env):
     for t, a in zip(types, arrays):
         for d, n in zip(t.shape, np.shape(a)):
@@ -505,7 +493,7 @@ class XlaFunction:
 
     def _eval(self, eqn: Eqn, args, weights, env, syms) -> list:
         if any(isinstance(v, D.Sym) for v in _flat_attr_values(eqn.attrs)):
-            eqn = eqn.replace(attrs={k: _resolve(v, syms) for k, v in eqn.attrs.items()})
+            eqn = eqn.replace(attrs={k: resolve_dims(v, syms) for k, v in eqn.attrs.items()})
         rule = RULES.get(eqn.op)
         if eqn.op == "fused":
             out = _fused(eqn, *args, _run=lambda r, xs: self._run(r, xs, weights, env, syms))

@@ -28,7 +28,7 @@ import numpy as np
 from ...ir import Graph
 from ...ir.ops.quant import expand_groups
 from ..base import Pass, register_pass
-from ..calibrated import hessian_norm2
+from ..calibration import hessian_norm2
 from ..context import PassContext
 from .gptq import reconstruction_error
 from .linears import QuantizedWeight, apply_quantized, find_linears
@@ -128,7 +128,7 @@ class AdaRound(Pass):
             raise QuantizationError(f"adaround: need iters >= 1 and 0 <= warmup < 1, got {self.iters} and {self.warmup}")
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibrated import CalibrationRequest, Rewrite, calibrate
+        from ..calibration import CalibrationRequest, Rewrite, calibrate
 
         scheme = make_scheme(self.weights, self.group, self.scheme)
         sites, wsites = calibration_sites(graph, ctx, self.name, self.ignore, self.targets)

@@ -22,7 +22,7 @@ updates of ``block`` columns). Options:
 The pass runs through the calibration engine sequentially: each layer sees the activations of the
 already-quantized layers before it. With ``target=dense`` each layer instead quantizes the weight
 that best rebuilds the DENSE model's output from those activations
-(:func:`pared.passes.calibrated.dense_target`, from a dense shadow stream; the "asymmetric
+(:func:`pared.passes.calibration.sites.dense_target`, from a dense shadow stream; the "asymmetric
 calibration" of GPTQv2), so it also makes up for the error of the layers before it.
 """
 
@@ -35,7 +35,7 @@ import numpy as np
 
 from ...ir import Graph
 from ..base import Pass, register_pass
-from ..calibrated import dense_target, hessian_norm2
+from ..calibration import dense_target, hessian_norm2
 from ..context import PassContext
 from .linears import QuantizedWeight, apply_quantized, find_linears
 from .observers import weight_range
@@ -308,7 +308,7 @@ class GPTQ(Pass):
             raise QuantizationError("gptq activations=dynamic (W8A8) needs weights=int8, group=none, scheme=sym")
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibrated import CalibrationRequest, Rewrite, calibrate
+        from ..calibration import CalibrationRequest, Rewrite, calibrate
 
         scheme = make_scheme(self.weights, self.group, self.scheme)
         sites, wsites = calibration_sites(graph, ctx, self.name, self.ignore, self.targets)

@@ -97,7 +97,7 @@ class GQSA(Pass):
         make_scheme(self.weights, self.group, self.scheme)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibrated import CalibrationRequest, Rewrite, calibrate
+        from ..calibration import CalibrationRequest, Rewrite, calibrate
 
         scheme = make_scheme(self.weights, self.group, self.scheme)
         sites, wsites = calibration_sites(graph, ctx, self.name, self.ignore, self.targets)

@@ -57,7 +57,7 @@ def skip_ignored(ctx: PassContext, pass_name: str, ignored) -> None:
 def calibration_sites(graph, ctx: PassContext, pass_name: str, ignore, targets):
     """(selected linear sites, their calibration-engine weight sites) for a calibrated quantization
     pass; unquantizable and ignored layers get their report rows."""
-    from ..calibrated import find_weight_sites
+    from ..calibration import find_weight_sites
 
     report_unquantizable(graph, ctx, pass_name, ignore)
     sites, ignored = select(find_linears(graph), ignore, targets)

@@ -48,7 +48,7 @@ class SmoothQuant(Pass):
             raise ValueError(f"smoothquant alpha must be in [0, 1], got {self.alpha}")
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibrated import CalibrationRequest, calibrate, find_weight_sites
+        from ..calibration import CalibrationRequest, calibrate, find_weight_sites
 
         sites, _ = select(find_linears(graph), self.ignore, self.targets)
         by_index = {s.index: s for s in sites}

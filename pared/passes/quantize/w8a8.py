@@ -39,7 +39,7 @@ class _RangeStat:
 
 def static_scales(graph: Graph, ctx: PassContext, sites, method: str, qmax: float, pass_name: str) -> dict[str, float]:
     """Per-tensor activation scale of each site's input (name -> scale) from the calibration data."""
-    from ..calibrated import CalibrationRequest, Statistic, calibrate, find_weight_sites
+    from ..calibration import CalibrationRequest, Statistic, calibrate, find_weight_sites
 
     by_index = {s.index: s for s in sites}
     wsites = [ws for ws in find_weight_sites(graph) if ws.index in by_index]

@@ -28,7 +28,7 @@ import numpy as np
 from ...ir import Graph, Param, TensorType, make_eqn
 from ...ir import Literal as Lit
 from ..base import Pass, register_pass
-from ..calibrated import CalibrationError, CalibrationRequest, Statistic, calibrate, check_finite_weights
+from ..calibration import CalibrationError, CalibrationRequest, Statistic, calibrate, check_finite_weights
 from ..context import PassContext
 from ..layer_patterns import as_patterns
 from .targets import select_sites

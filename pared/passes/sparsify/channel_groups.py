@@ -24,7 +24,7 @@ from typing import Optional
 
 from ...ir import Graph, Param, Var
 from ...ir import dims as D
-from ..calibrated import find_weight_sites
+from ..calibration import find_weight_sites
 
 UNARY = {"neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "silu", "sin", "cos", "erf",
          "reciprocal", "floor", "sign", "gelu", "logical_not", "cast", "clamp"}

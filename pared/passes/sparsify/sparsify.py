@@ -21,7 +21,7 @@ import numpy as np
 
 from ...ir import Graph
 from ..base import Pass, register_pass
-from ..calibrated import (
+from ..calibration import (
     CalibrationError,
     CalibrationRequest,
     Rewrite,

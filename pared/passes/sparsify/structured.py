@@ -30,7 +30,7 @@ import numpy as np
 
 from ...ir import Graph, Param, TensorType, Var, make_eqn
 from ..base import Pass, register_pass
-from ..calibrated import CalibrationError, CalibrationRequest, calibrate, check_finite_weights, find_weight_sites
+from ..calibration import CalibrationError, CalibrationRequest, calibrate, check_finite_weights, find_weight_sites
 from ..context import PassContext
 from ..layer_patterns import as_patterns, check_targets, compile_patterns, selected
 from .channel_groups import Group, find_channel_groups

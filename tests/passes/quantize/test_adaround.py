@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from pared.backends.reference.interpreter import run_graph
+from pared.compiler.context import make_context
 from pared.ir import verify
 from pared.ir.ops.qops import dequantize_weight
-from pared.passes import PassContext
 from pared.passes.quantize import AdaRound, QuantizationError, QuantizeWeights, adaround_quantize, rtn_quantize
 from pared.passes.quantize.gptq import reconstruction_error
 from pared.passes.quantize.scheme import WeightScheme, dequantize_with
@@ -56,7 +56,7 @@ def test_adaround_rejects_fp8_and_bad_hessians(rng):
 def test_adaround_pass_reports_and_matches_its_weights(rng):
     g = mlp_graph(rng)
     cal = calibration(rng)
-    ctx = PassContext(calibration=cal, options={"progress": False})
+    ctx = make_context(calibration=cal, progress=False)
     out = AdaRound(weights="uint4", group=32, iters=100)(g, ctx)
     verify(out)
     assert [e.op for e in out.eqns].count("qlinear") == 5

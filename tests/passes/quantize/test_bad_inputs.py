@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from pared.compiler.context import make_context
 from pared.ir import GraphBuilder, sym, verify
-from pared.passes import PassContext
 from pared.passes.base import PassOptionError
-from pared.passes.calibrated import CalibrationError
+from pared.passes.calibration import CalibrationError
 from pared.passes.quantize import (
     FP8,
     GPTQ,
@@ -24,7 +24,7 @@ from .conftest import calibration, mlp_graph
 
 
 def ctx_with(cal=None):
-    return PassContext(calibration=cal, options={"progress": False})
+    return make_context(calibration=cal, progress=False)
 
 
 CALIBRATED = [GPTQ(weights="int4", group=32), AdaRound(weights="int4", group=32, iters=5), GQSA(group=32)]

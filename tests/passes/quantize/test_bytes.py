@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from pared.compiler.context import make_context
 from pared.ir import GraphBuilder, Quant, Sparse, SparseQuant, TensorType, verify
 from pared.passes import PassContext
 from pared.passes.quantize import GQSA, QuantizeWeights
@@ -32,7 +33,7 @@ def test_stored_nbytes_known_answers():
 
 def test_gqsa_w4s50_counts_kept_values_and_block_mask(rng):
     g = mlp_graph(rng)
-    ctx = PassContext(calibration=calibration(rng), options={"progress": False})
+    ctx = make_context(calibration=calibration(rng), progress=False)
     out = GQSA(sparsity=0.5, block=16, group=32, weights="uint4")(g, ctx)
     verify(out)
     assert isinstance(out.param_types["q.weight.q"].encoding, SparseQuant)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from pared.backends.reference.interpreter import run_graph
+from pared.compiler.context import make_context
 from pared.ir import GraphBuilder, parse, print_graph, verify
 from pared.ir.ops.qops import quantize_activation
-from pared.passes import PassContext
 from pared.passes.quantize import (
     FP8,
     GPTQ,
@@ -24,7 +24,7 @@ from .conftest import calibration, mlp_graph
 
 
 def ctx_with(cal=None):
-    return PassContext(calibration=cal, options={"progress": False})
+    return make_context(calibration=cal, progress=False)
 
 
 def rel(a, b):

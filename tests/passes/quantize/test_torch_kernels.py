@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
+from pared.compiler.context import make_context
+
 torch = pytest.importorskip("torch")
 
 from pared.backends.reference.interpreter import run_graph  # noqa: E402
 from pared.backends.torch import lower  # noqa: E402
 from pared.backends.torch.quantized import kernel_choices, use_kernels  # noqa: E402
-from pared.passes import PassContext  # noqa: E402
 from pared.passes.quantize import FP8, GPTQ, GQSA, W8A8, AdaRound, QuantizeWeights  # noqa: E402
 
 from .conftest import calibration, mlp_graph  # noqa: E402
@@ -30,7 +31,7 @@ CASES = [
 @pytest.mark.parametrize("p,kernel,tol", CASES, ids=[c[0].options_text() for c in CASES])
 def test_torch_lowering_matches_reference(rng, p, kernel, tol):
     cal = calibration(rng, k=72, outliers=False)  # K=72: ragged int4 groups and N padding exercised
-    g = p(mlp_graph(rng, k=72, hidden=120), PassContext(calibration=cal, options={"progress": False}))
+    g = p(mlp_graph(rng, k=72, hidden=120), make_context(calibration=cal, progress=False))
     x = cal[0][0]
     want, = run_graph(g, [x])
     with use_kernels("compressed"), pytest.warns(UserWarning) if kernel == "dense" else _nothing():
@@ -79,7 +80,7 @@ class _nothing:
 def test_sparse_quantized_and_adaround_weights_lower_to_torch(rng, p):
     """GQSA's #sparse_quant weights and AdaRound's weights take the int4 kernel like RTN's."""
     cal = calibration(rng, outliers=False)
-    g = p(mlp_graph(rng), PassContext(calibration=cal, options={"progress": False}))
+    g = p(mlp_graph(rng), make_context(calibration=cal, progress=False))
     x = cal[0][0]
     want, = run_graph(g, [x])
     with use_kernels("compressed"):
@@ -107,7 +108,7 @@ def test_gptq_real_valued_zeros_match_reference_on_xla(rng):
     from pared.backends.xla import lower as xla_lower
 
     cal = calibration(rng, k=72, outliers=False)
-    g = GPTQ(weights="uint4", group=32)(mlp_graph(rng, k=72, hidden=120), PassContext(calibration=cal, options={"progress": False}))
+    g = GPTQ(weights="uint4", group=32)(mlp_graph(rng, k=72, hidden=120), make_context(calibration=cal, progress=False))
     zeros = [np.asarray(g.weight(p.name)) for p in g.params if p.name.endswith("zero")]
     assert zeros and any(np.any(z != np.round(z)) for z in zeros)  # the refit did move the zeros
     x = cal[0][0]

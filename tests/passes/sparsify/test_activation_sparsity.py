@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 
 from pared.backends.reference.interpreter import run_graph
+from pared.compiler.context import make_context
 from pared.compiler.pipeline import parse_pipeline
 from pared.ir import verify
-from pared.passes.calibrated import CalibrationError
-from pared.passes.context import PassContext
+from pared.passes.calibration import CalibrationError
 from pared.passes.sparsify import ActivationSparsity
 
 from .layers import mlp
 
 
 def ctx(cal=None):
-    return PassContext(calibration=cal, options={"progress": False})
+    return make_context(calibration=cal, progress=False)
 
 
 def data(n, d=64, seed=0):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pared.passes.calibrated import relative_error
+from pared.passes.calibration import relative_error
 from pared.passes.sparsify.dsnot import dsnot
 from pared.passes.sparsify.magnitude import keep_nm, keep_top, keep_top_rows, select
 from pared.passes.sparsify.pattern import parse_pattern

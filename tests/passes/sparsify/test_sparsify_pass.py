@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 
 from pared.backends.reference.interpreter import run_graph
+from pared.compiler.context import make_context
 from pared.compiler.pipeline import parse_pipeline
 from pared.ir import Sparse, verify
-from pared.passes.calibrated import CalibrationError
-from pared.passes.context import PassContext
+from pared.passes.calibration import CalibrationError
 from pared.passes.sparsify import Sparsify
 
 from .layers import correlated, mlp
 
 
 def ctx(cal=None, **opts):
-    return PassContext(calibration=cal, options={"progress": False, **opts})
+    return make_context(calibration=cal, progress=False, **opts)
 
 
 @pytest.mark.parametrize("method", ["magnitude", "random", "wanda", "sparsegpt"])
@@ -90,7 +90,7 @@ def test_sequential_calibration_sees_pruned_activations():
     g = mlp()
     cal = correlated()
     seen = {}
-    from pared.passes.calibrated import CalibrationRequest, calibrate, find_weight_sites
+    from pared.passes.calibration import CalibrationRequest, calibrate, find_weight_sites
 
     def rewrite(site, w, stats):
         seen[site.param] = stats.mean.copy()
@@ -165,7 +165,7 @@ def _no_engine(*a, **k):
 def test_m_not_dividing_the_dim():
     g = mlp(d_in=60)  # 60 % 8 != 0
     with pytest.raises(ValueError, match="multiple of 8"):
-        Sparsify(method="sparsegpt", pattern="4:8")(g, ctx(correlated(d=60), calibration_engine=_no_engine))
+        Sparsify(method="sparsegpt", pattern="4:8")(g, ctx(correlated(d=60), calibration_executor=_no_engine))
 
 
 @pytest.mark.parametrize("cal, match", [
@@ -179,7 +179,7 @@ def test_m_not_dividing_the_dim():
 ])
 def test_bad_calibration(cal, match):
     with pytest.raises((CalibrationError, ValueError), match=match):
-        Sparsify(method="wanda")(mlp(), ctx(cal, calibration_engine=_no_engine))
+        Sparsify(method="wanda")(mlp(), ctx(cal, calibration_executor=_no_engine))
 
 
 def test_nan_weights():
@@ -188,7 +188,7 @@ def test_nan_weights():
     w[0, 0] = np.nan
     g = g.with_weights({"fc2.weight": w})
     with pytest.raises(ValueError, match="fc2.weight.*NaN"):
-        Sparsify(method="sparsegpt")(g, ctx(correlated(), calibration_engine=_no_engine))
+        Sparsify(method="sparsegpt")(g, ctx(correlated(), calibration_executor=_no_engine))
 
 
 def test_targets_and_ignore_are_pattern_tuples_like_quantize():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pared.backends.reference.interpreter import run_graph
+from pared.compiler.context import make_context
 from pared.compiler.pipeline import parse_pipeline
 from pared.ir import GraphBuilder, sym, verify
-from pared.passes.context import PassContext
 from pared.passes.layer_patterns import LayerPatternError
 from pared.passes.sparsify import StructuredRemoval
 from pared.passes.sparsify.channel_groups import find_channel_groups
@@ -22,7 +22,7 @@ def f32(*shape, scale=1.0):
 
 
 def ctx(cal=None):
-    return PassContext(calibration=cal, options={"progress": False})
+    return make_context(calibration=cal, progress=False)
 
 
 def mlp_with_side_path(d=16, h=32, out=8):

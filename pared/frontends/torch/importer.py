@@ -1,7 +1,7 @@
 """Import a torch FX graph (from Dynamo or torch.export) into a pared :class:`~pared.ir.Graph`.
 
 The importer walks the FX nodes in order and maps each call onto the IR op set through the rule
-table of :mod:`pared.compiler.fx_ops` (keyed by the call's target, with a default rule). A call no
+table of :mod:`pared.frontends.torch.rules` (keyed by the call's target, with a default rule). A call no
 rule handles becomes an ``opaque`` equation: the original torch callable is kept in a side table
 (:class:`OpaqueCall`) that the torch backend runs as is, and the report lists it (name, count,
 where). Weights arrive as placeholders (Dynamo lifts parameters and buffers into graph inputs,
@@ -19,16 +19,14 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.fx as fx
 
-from ..backends.torch.dtypes import from_torch
-from ..ir import dims as D
-from ..ir.build import make_eqn
-from ..ir.core import Graph, Literal, Param, Var
-from ..ir.types import TensorType, scalar
-from ..passes.context import Report
-
-
-class Unsupported(Exception):
-    """A rule cannot express this call in the IR; the importer keeps it as an opaque call."""
+from ...ir import dims as D
+from ...ir.build import make_eqn
+from ...ir.core import Graph, Literal, Param, Var
+from ...ir.torch_dtypes import from_torch
+from ...ir.types import TensorType, scalar
+from ...passes.context import Report
+from . import linalg_rules, math_rules, pool_rules, shape_rules  # noqa: F401  (each registers into RULES)
+from .rules import RULES, Unsupported
 
 
 class FrontendError(Exception):
@@ -185,13 +183,11 @@ def _is_tensor(v) -> bool:
 
 
 class FxImporter:
-    """Walks an FX graph, building IR equations; the rules of ``fx_ops`` call back into it."""
+    """Walks an FX graph, building IR equations; the rules of :mod:`.rules` call back into it."""
 
     def __init__(self, gm: fx.GraphModule, placeholders: Sequence[Placeholder]):
-        from . import fx_ops
-
         self.gm = gm
-        self.rules = fx_ops.RULES
+        self.rules = RULES
         self.placeholders = list(placeholders)
         self.eqns: list = []
         self.inputs: list[Var] = []

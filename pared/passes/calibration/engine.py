@@ -1,10 +1,10 @@
 """The calibration engine: run a graph over calibration batches, one equation at a time.
 
 Passes never call this module directly; they build a
-:class:`~pared.passes.calibrated.CalibrationRequest` and call
-:func:`pared.passes.calibrated.calibrate`, which validates the data and lands here::
+:class:`~pared.passes.calibration.sites.CalibrationRequest` and call
+:func:`pared.passes.calibration.sites.calibrate`, which validates the data and lands here::
 
-    run_calibration(graph, batches, request, backend="auto", progress=True) -> CalibrationResult
+    run_calibration(graph, batches, request, executor, progress=True) -> CalibrationResult
 
 How it runs (DESIGN.md, "Calibration engine"):
 
@@ -21,45 +21,83 @@ How it runs (DESIGN.md, "Calibration engine"):
    weights, so a pass can reconstruct the dense model's outputs instead of the layer's own
    (twice the forward work and live activations once the first weight changes; until then the
    two streams share their values).
-4. Backends: ``torch`` (each equation lowered once per shape with the torch backend's own
-   per-op rules; weights are arguments, so rewritten weights need no re-lowering) when torch is
-   installed, otherwise ``reference`` (the numpy interpreter). ``auto`` picks the fastest.
+4. Executors: the engine runs equations through an :class:`Executor` that the compiler picks
+   (``PassContext.calibration_executor``): the torch backend's (each equation lowered once per
+   shape with the torch lowering table; weights are arguments, so rewritten weights need no
+   re-lowering) when torch is installed, otherwise the reference interpreter's. Executors live in
+   the backends (:mod:`pared.backends.executors`), so this package imports none of them.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-import warnings
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
-from ..backends.reference.interpreter import bind_symbols, run_graph
-from ..ir.build import make_eqn
-from ..ir.core import Eqn, Graph, Literal, Param, Var
-from ..passes.calibrated import (
+from ...ir.core import Graph, Var
+from ...ir.shapes import bind_symbols
+from .sites import (
+    STATISTICS,
+    CalibrationError,
     CalibrationRequest,
     CalibrationResult,
     Rewrite,
     Statistic,
     Stats,
     WeightSite,
+    normalize_batches,
     retype_params,
 )
 
-BACKENDS = ("auto", "torch", "reference")
+
+def calibrate(graph: Graph, ctx: Any, request: CalibrationRequest) -> CalibrationResult:
+    """Run the calibration engine for ``request`` on ``ctx.calibration`` (validated first)."""
+    if not request.sites:
+        return CalibrationResult(graph, {})
+    params = [s.param for s in request.sites]
+    if len(set(params)) != len(params):
+        dup = next(p for p in params if params.count(p) > 1)
+        raise CalibrationError(f"{request.name}: param {dup!r} is listed at two sites; calibrate each weight once")
+    for s in request.sites:
+        for spec in request.statistics(s):
+            if isinstance(spec, str) and spec not in STATISTICS:
+                raise CalibrationError(f"{request.name}: unknown statistic {spec!r}; valid: {', '.join(STATISTICS)}")
+    batches = normalize_batches(graph, getattr(ctx, "calibration", None))
+    factory = getattr(ctx, "calibration_executor", None)
+    if factory is None:
+        raise CalibrationError(
+            f"{request.name}: the pass context has no calibration executor; run the pass through "
+            "pared.run_pipeline (or PassManager), or build the context with pared.compiler.make_context")
+    return run_calibration(graph, batches, request, factory(graph), progress=getattr(ctx, "progress", True))
 
 
-def run_calibration(graph: Graph, batches: Sequence[tuple], request: CalibrationRequest, *, backend: str = "auto",
-                    progress: bool = True, opaque: Optional[Mapping[str, Any]] = None,
-                    log: Optional[Callable[[str], None]] = None) -> CalibrationResult:
+class Executor(Protocol):
+    """Runs one equation at a time on some backend; the backends implement it, the compiler picks one.
+
+    ``run(i, eqn, args, syms, weights)`` evaluates equation ``i`` on operand values ``args`` (Vars
+    already read from the environment; Params and Literals left as atoms for the executor to
+    resolve from ``weights``) with symbols bound to ``syms``, returning one value per output.
+    """
+
+    name: str
+
+    def inputs(self, v: Var, x: Any) -> Any: ...
+    def set_weight(self, name: str, value: np.ndarray) -> None: ...
+    def twin(self) -> Executor: ...
+    def run(self, i: int, eqn: Any, args: Sequence[Any], syms: dict, weights: Mapping[str, Any]) -> list: ...
+    def as_float(self, x: Any) -> Any: ...
+    def absmax(self, x: Any) -> Any: ...
+    def to_numpy(self, x: Any) -> np.ndarray: ...
+
+
+def run_calibration(graph: Graph, batches: Sequence[tuple], request: CalibrationRequest, executor: Executor, *,
+                    progress: bool = True, log: Optional[Callable[[str], None]] = None) -> CalibrationResult:
     """Calibrate ``request.sites`` of ``graph`` on ``batches`` (validated tuples, one value per input)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"calibration backend {backend!r} unknown; valid: {', '.join(BACKENDS)}")
     log = log or (lambda s: print(s, file=sys.stderr))
     t0 = time.perf_counter()
-    ex = _pick_executor(backend, graph, opaque)
+    ex = executor
     sites = {s.index: [] for s in request.sites}
     for s in request.sites:
         sites[s.index].append(s)
@@ -323,170 +361,10 @@ def _mib(n: int) -> str:
 # --- executors -----------------------------------------------------------------------------------
 
 
-def _shape(x) -> tuple:
-    return tuple(int(d) for d in getattr(x, "shape", np.shape(x)))
-
-
 def _read(a, env):
     if isinstance(a, Var):
         return env[a]
     return a  # Params and Literals are resolved by the executor
-
-
-def _one_eqn_graph(eqn: Eqn) -> tuple[Graph, list]:
-    """``eqn`` alone as a graph whose inputs are its distinct Var operands."""
-    ins = []
-    for a in eqn.inputs:
-        if isinstance(a, Var) and a not in ins:
-            ins.append(a)
-    for r in eqn.regions:
-        ins += [v for v in r.free_vars() if v not in ins]
-    return Graph(tuple(ins), (eqn,), eqn.outputs), ins
-
-
-class _ReferenceExecutor:
-    """Each equation with the numpy reference interpreter."""
-
-    name = "reference"
-
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self._graphs: dict[int, tuple[Graph, list]] = {}
-
-    def inputs(self, v: Var, x):
-        if hasattr(x, "detach"):
-            x = x.detach().cpu().numpy()
-        return np.asarray(x)
-
-    def set_weight(self, name: str, value) -> None:
-        pass  # run() reads the current weight table
-
-    def twin(self) -> _ReferenceExecutor:
-        """An executor for the dense shadow stream (run() is given the original weights)."""
-        return _ReferenceExecutor(self.graph)
-
-    def run(self, i: int, eqn: Eqn, args, syms, weights):
-        if i not in self._graphs:
-            self._graphs[i] = _one_eqn_graph(eqn)
-        g, ins = self._graphs[i]
-        pos = {id(a): k for k, a in enumerate(eqn.inputs)}
-        values = [args[pos[id(v)]] if id(v) in pos else None for v in ins]
-        if any(v is None for v in values):
-            raise NotImplementedError("region ops with captured values are not supported by the calibration engine")
-        return run_graph(g, values, weights, _symbols=syms)
-
-    def as_float(self, x):
-        return np.asarray(x, dtype=np.float32)
-
-    def absmax(self, x):
-        return np.abs(x).max(0)
-
-    def to_numpy(self, x):
-        return np.asarray(x)
-
-
-class _TorchExecutor:
-    """Each equation lowered once per input shapes by the torch backend's rule table; weights are
-    arguments of the lowered function so a rewritten weight needs no new lowering."""
-
-    name = "torch"
-
-    def __init__(self, graph: Graph, opaque: Optional[Mapping[str, Any]]):
-        import torch
-
-        from ..backends.torch import lower
-        from ..backends.torch.dtypes import to_torch
-
-        self.torch, self._lower, self._to_torch = torch, lower, to_torch
-        self.graph = graph
-        self.opaque = dict(opaque or {})
-        self.ptypes = graph.param_types
-        self._w: dict[str, Any] = {}
-        self._fns: dict[tuple, tuple] = {}
-        self._ref = _ReferenceExecutor(graph)
-
-    def inputs(self, v: Var, x):
-        t = x if isinstance(x, self.torch.Tensor) else self.torch.as_tensor(np.asarray(x))
-        return t.to(self._to_torch(v.type.dtype)) if t.dtype != self._to_torch(v.type.dtype) else t
-
-    def weight(self, name: str):
-        if name not in self._w:
-            w = self.graph.weight(name)
-            if not isinstance(w, self.torch.Tensor):
-                with warnings.catch_warnings():  # read-only arrays are only read here; set_weight replaces
-                    warnings.simplefilter("ignore", UserWarning)
-                    w = self.torch.from_numpy(np.ascontiguousarray(np.asarray(w)))
-            t = w
-            self._w[name] = t.detach().to(self._to_torch(self.ptypes[name].dtype))
-        return self._w[name]
-
-    def set_weight(self, name: str, value) -> None:
-        self._w[name] = self.torch.from_numpy(np.ascontiguousarray(value)).to(self._to_torch(self.ptypes[name].dtype))
-
-    def twin(self) -> _TorchExecutor:
-        """An executor for the dense shadow stream: the same lowered equations, the original weights."""
-        other = _TorchExecutor(self.graph, self.opaque)
-        other._fns = self._fns
-        return other
-
-    def run(self, i: int, eqn: Eqn, args, syms, weights):
-        key = (i, tuple(_shape(a) if isinstance(a, self.torch.Tensor) else None for a in args))
-        if key not in self._fns:
-            self._fns[key] = self._build(eqn, syms)
-        fn, picks = self._fns[key]
-        if fn is None:  # no torch lowering: the numpy reference for this one equation
-            np_args = [a.numpy() if isinstance(a, self.torch.Tensor) else a for a in args]
-            tables = {n: np.asarray(weights[n]) for n in weights}
-            return [self.torch.from_numpy(np.ascontiguousarray(o)) for o in self._ref.run(i, eqn, np_args, syms, tables)]
-        values = [self.weight(eqn.inputs[k].name) if isinstance(eqn.inputs[k], Param) else args[k] for k in picks]
-        with self.torch.no_grad():
-            out = fn(*values)
-        return list(out)
-
-    def _build(self, eqn: Eqn, syms):
-        """Lower ``eqn`` specialised to the concrete shapes of this batch: every Var and Param
-        operand becomes an input of a one-equation graph (Literals stay)."""
-        if eqn.regions:
-            return None, None
-        from ..backends.reference.interpreter import _resolve
-
-        new_inputs, picks, seen = [], [], {}
-        for k, a in enumerate(eqn.inputs):
-            if isinstance(a, Literal):
-                new_inputs.append(a)
-                continue
-            ident = (type(a), a.name) if isinstance(a, Param) else id(a)
-            if ident not in seen:
-                t = a.type
-                seen[ident] = Var(t.with_(shape=t.concrete_shape(syms)))
-                picks.append(k)
-            new_inputs.append(seen[ident])
-        try:
-            attrs = {n: _resolve(v, syms) for n, v in eqn.attrs.items()}
-            e = make_eqn(eqn.op, new_inputs, attrs, (), eqn.loc)
-            g = Graph(tuple(seen.values()), (e,), e.outputs)
-            return self._lower(g, opaque=self.opaque), picks
-        except Exception:  # noqa: BLE001 - unlowerable ops fall back to the reference
-            return None, None
-
-    def as_float(self, x):
-        return x.detach().float()
-
-    def absmax(self, x):
-        return x.abs().amax(0)
-
-    def to_numpy(self, x):
-        return x.detach().cpu().numpy() if isinstance(x, self.torch.Tensor) else np.asarray(x)
-
-
-def _pick_executor(backend: str, graph: Graph, opaque):
-    if backend in ("auto", "torch"):
-        try:
-            return _TorchExecutor(graph, opaque)
-        except ImportError:
-            if backend == "torch":
-                raise
-    return _ReferenceExecutor(graph)
 
 
 class _Progress:

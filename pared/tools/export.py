@@ -110,7 +110,7 @@ def export(art: Artifact, out: Any, fmt: str = "hf", *, overwrite: bool = False)
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     if not isinstance(art, Artifact):
-        raise ArtifactError("export() takes a loaded Artifact (pared.compiler.artifact.load_artifact)")
+        raise ArtifactError("export() takes a loaded Artifact (pared.tools.artifact.load_artifact)")
     out, tmp = _prepare(out, overwrite)
     try:
         config = _copy_model_files(art, tmp)

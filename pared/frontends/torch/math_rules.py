@@ -1,109 +1,17 @@
-"""The rule table mapping torch calls (torch functions, Tensor methods, ATen ops) onto the IR.
+"""Rules for math, reductions and nn ops (the table and its helpers are in :mod:`.rules`).
 
-``RULES`` is keyed by :func:`~pared.compiler.fx_frontend.target_key`: a function's or method's
-name (``linear``, ``view``, ``add``) or ``aten.<op>`` for ATen ops. A rule is called as
-``rule(importer, *args, **kwargs)`` with FX nodes replaced by IR atoms (tensors), Python values,
-or IR dims (sizes); it returns the result in the same terms, or raises
-:class:`~pared.compiler.fx_frontend.Unsupported`. A call with no rule, or whose rule fails,
-becomes an ``opaque`` equation (the default rule). Shape and indexing rules live in
-:mod:`pared.compiler.fx_shape_ops`; contractions in
-:mod:`pared.compiler.fx_linalg_ops`; this file holds math, reductions and nn ops.
+Shape and indexing rules live in :mod:`pared.frontends.torch.shape_rules`, contractions in
+:mod:`pared.frontends.torch.linalg_rules`, pooling in :mod:`pared.frontends.torch.pool_rules`.
 """
 
 from __future__ import annotations
 
-import operator
-from typing import Callable
-
 import torch
 
-from ..backends.torch.dtypes import from_torch, to_torch
-from ..ir import dims as D
-from ..ir import dtypes as DT
-from ..ir.core import Literal, Param, Var
-from .fx_frontend import Unsupported
-
-RULES: dict[str, Callable] = {}
-
-
-def rule(*keys: str):
-    """Register a rule under several keys; ``input=``/``self=`` keywords become the first argument."""
-
-    def deco(fn):
-        def wrapped(cx, *args, **kwargs):
-            for alias in ("input", "self"):
-                if alias in kwargs:
-                    args = (kwargs.pop(alias), *args)
-            return fn(cx, *args, **kwargs)
-
-        wrapped.__name__ = fn.__name__
-        for k in keys:
-            RULES[k] = wrapped
-        return fn
-
-    return deco
-
-
-def is_tensor(v) -> bool:
-    return isinstance(v, (Var, Param))
-
-
-def _cat(dt: DT.DType) -> int:
-    return 0 if dt.kind == "bool" else 1 if dt.is_int else 2
-
-
-def _scalar_dtype(v) -> DT.DType:
-    v = v.value if isinstance(v, Literal) else v
-    if isinstance(v, bool):
-        return DT.boolean
-    if isinstance(v, int):
-        return DT.i64
-    if isinstance(v, float):
-        return DT.f32
-    raise Unsupported(f"{v!r} is not a number")
-
-
-def promote(*vals) -> DT.DType:
-    """torch's type promotion: dimensioned tensors win over 0-d tensors over Python scalars
-    within the highest category (bool < int < float)."""
-    tensors = [v.type for v in vals if is_tensor(v)]
-    scalars = [_scalar_dtype(v) for v in vals if not is_tensor(v) and v is not None]
-    best = max(_cat(d) for d in [t.dtype for t in tensors] + scalars)
-    for group in ([t.dtype for t in tensors if t.rank > 0], [t.dtype for t in tensors if t.rank == 0]):
-        cands = [d for d in group if _cat(d) == best]
-        if cands:
-            out = to_torch(cands[0])
-            for d in cands[1:]:
-                out = torch.promote_types(out, to_torch(d))
-            return from_torch(out)
-    return DT.f32 if best == 2 else DT.i64 if best == 1 else DT.boolean
-
-
-def _py_binary(op, x, y):
-    x = x.value if isinstance(x, Literal) else x
-    y = y.value if isinstance(y, Literal) else y
-    if isinstance(x, D.Sym) or isinstance(y, D.Sym):
-        if op == "add":
-            return D.add(x, y)
-        if op == "sub":
-            return D.sub(x, y)
-        if op == "mul":
-            return D.mul(x, y)
-        if op == "floordiv":
-            q = D.exact_div(x, y)
-            if q is None:
-                raise Unsupported(f"{x} // {y} is not exact")
-            return q
-        raise Unsupported(f"{op} on symbolic size {x}, {y}")
-    return getattr(operator, {"div": "truediv", "logical_and": "and_", "logical_or": "or_"}.get(op, op))(x, y)
-
-
-def binary(cx, op: str, x, y, dtype=None):
-    """``op(x, y)`` with torch's type promotion; Python values stay Python."""
-    if not is_tensor(x) and not is_tensor(y):
-        return _py_binary(op, x, y)
-    dt = dtype or promote(x, y)
-    return cx.emit(op, cx.cast(x, dt), cx.cast(y, dt))
+from ...ir import dims as D
+from ...ir import dtypes as DT
+from ...ir.torch_dtypes import from_torch, to_torch
+from .rules import RULES, Unsupported, axes_of, binary, channel, is_tensor, promote, py_binary, rule
 
 
 def _arith(op):
@@ -136,8 +44,8 @@ def _rsub(cx, x, y, alpha=1):
 def _div(cx, x, y, *, rounding_mode=None):
     if not is_tensor(x) and not is_tensor(y):
         if rounding_mode == "floor":
-            return _py_binary("floordiv", x, y)
-        return _py_binary("div", x, y)
+            return py_binary("floordiv", x, y)
+        return py_binary("div", x, y)
     dt = promote(x, y)
     if not dt.is_float:
         if rounding_mode is None:
@@ -155,14 +63,14 @@ def _div(cx, x, y, *, rounding_mode=None):
 @rule("floordiv", "floor_divide", "aten.floor_divide")
 def _floordiv(cx, x, y):
     if not is_tensor(x) and not is_tensor(y):
-        return _py_binary("floordiv", x, y)
+        return py_binary("floordiv", x, y)
     return _div(cx, x, y, rounding_mode="floor")
 
 
 @rule("pow", "aten.pow")
 def _pow(cx, x, y):
     if not is_tensor(x) and not is_tensor(y):
-        return _py_binary("pow", x, y)
+        return py_binary("pow", x, y)
     dt = cx.out_type().dtype
     if not dt.is_float:
         raise Unsupported("integer pow")
@@ -178,7 +86,7 @@ for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
 def _logical(op):
     def fn(cx, x, y):
         if not is_tensor(x) and not is_tensor(y):
-            return _py_binary(op, x, y)
+            return py_binary(op, x, y)
         for v in (x, y):
             if is_tensor(v) and v.type.dtype != DT.boolean:
                 raise Unsupported(f"bitwise {op} on {v.type.dtype}")
@@ -331,13 +239,6 @@ for _m, _dt in (("float", DT.f32), ("double", DT.f64), ("half", DT.f16), ("bfloa
 # -- reductions -------------------------------------------------------------------------------
 
 
-def axes_of(x, dim) -> tuple[int, ...]:
-    if dim is None or dim == () or dim == []:
-        return tuple(range(x.type.rank))
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    return tuple(sorted(d % max(x.type.rank, 1) for d in dims))
-
-
 def _reduce(op):
     def fn(cx, x, dim=None, keepdim=False, *, dtype=None):
         if isinstance(dim, torch.dtype):
@@ -443,10 +344,6 @@ def _bn(cx, x, mean, var, weight, bias, training, eps):
     return cx.emit("batch_norm", *ins, *([bias] if bias is not None else []), axis=1, eps=eps)
 
 
-def channel(cx, v, rank):
-    return cx.emit("reshape", v, shape=(v.type.shape[0],) + (1,) * (rank - 2))
-
-
 @rule("batch_norm")
 def _batch_norm(cx, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     return _bn(cx, x, running_mean, running_var, weight, bias, training, eps)
@@ -475,4 +372,3 @@ def _aten_embedding(cx, weight, ids, padding_idx=-1, scale_grad_by_freq=False, s
     return cx.emit("take", weight, ids, axis=0)
 
 
-from . import fx_linalg_ops, fx_pool_ops, fx_shape_ops  # noqa: E402,F401  (they register their rules into RULES)

@@ -9,12 +9,11 @@ import builtins
 
 import torch
 
-from ..backends.torch.dtypes import from_torch
-from ..ir import dims as D
-from ..ir import dtypes as DT
-from ..ir.core import Literal
-from .fx_frontend import Unsupported
-from .fx_ops import is_tensor, promote, rule
+from ...ir import dims as D
+from ...ir import dtypes as DT
+from ...ir.core import Literal
+from ...ir.torch_dtypes import from_torch
+from .rules import Unsupported, is_tensor, promote, rule
 
 
 def _sizes(args) -> tuple:
@@ -370,7 +369,7 @@ def _getattr(cx, obj, name, *default):
     if name == "ndim":
         return obj.type.rank
     if name == "dtype":
-        from ..backends.torch.dtypes import to_torch
+        from ...ir.torch_dtypes import to_torch
 
         return to_torch(obj.type.dtype)
     if name == "device":

@@ -1,7 +1,7 @@
 """The JAX frontend: a function and its params -> a pared IR :class:`~pared.ir.Graph`.
 
 ``jax.make_jaxpr`` traces the function; each jaxpr equation is mapped through the rule table in
-:mod:`pared.compiler.jaxpr_ops` (nested jit/pjit, custom_jvp/custom_vjp and composite bodies are
+:mod:`pared.frontends.jax.rules` (nested jit/pjit, custom_jvp/custom_vjp and composite bodies are
 inlined). Leaves of the params argument become graph :class:`~pared.ir.Param` s named by their
 pytree paths (``params/Dense_0/kernel``; an nnx ``Variable``'s ``.value`` is dropped), the other
 arguments become graph inputs, and closed-over arrays become params named ``const/<n>``.
@@ -14,32 +14,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..backends.xla.lowering import IR_TO_JAX
-from ..ir import dtypes as DT
-from ..ir.build import make_eqn
-from ..ir.core import Atom, Eqn, Graph, Literal, Param, Var
-from ..ir.errors import IRError
-from ..ir.types import TensorType, scalar
-from .jaxpr_ops import get_rule, literal_value
-
-
-class JaxFrontendError(IRError):
-    """A jaxpr equation pared cannot map; the message names the primitive and the source line."""
-
-
-_JAX_TO_IR = {jax_name: ir_name for ir_name, jax_name in IR_TO_JAX.items()}
-
-
-def ir_dtype(dt) -> DT.DType:
-    name = np.dtype(dt).name
-    try:
-        return DT.get(_JAX_TO_IR[name])
-    except KeyError:
-        raise JaxFrontendError(f"JAX dtype {name} has no pared IR dtype") from None
-
-
-def ir_type(aval) -> TensorType:
-    return TensorType(tuple(int(d) for d in aval.shape), ir_dtype(aval.dtype))
+from ...ir.build import make_eqn
+from ...ir.core import Atom, Eqn, Graph, Literal, Param, Var
+from ...ir.errors import IRError
+from ...ir.types import TensorType, scalar
+from .rules import get_rule, literal_value
+from .types import JaxFrontendError, ir_dtype, ir_type
 
 
 def path_name(path: Sequence[Any]) -> str:
@@ -238,7 +218,7 @@ def elide_broadcasts(eqns: Sequence[Eqn], outputs: Sequence[Atom]) -> list[Eqn]:
     that only prepends unit dims, feeding a broadcasting elementwise op whose output shape is
     unchanged by using the operand directly, is bypassed; unused ones are then removed.
     """
-    from ..ir.shapes import broadcast_shapes
+    from ...ir.shapes import broadcast_shapes
 
     src: dict[Var, Atom] = {}
     for e in eqns:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import math
 
-from ..ir import dims as D
-from ..ir import dtypes as DT
-from .fx_frontend import Unsupported
-from .fx_ops import binary, channel, promote, rule
+from ...ir import dims as D
+from ...ir import dtypes as DT
+from .rules import Unsupported, binary, channel, promote, rule
 
 
 def dot(cx, x, w, xc: int, wc: int, nbatch: int = 0):
@@ -46,7 +45,7 @@ def matmul(cx, a, b):
 
 
 def _broadcast_batch(sa, sb):
-    from ..ir.shapes import broadcast_shapes
+    from ...ir.shapes import broadcast_shapes
 
     return broadcast_shapes(sa, sb)
 

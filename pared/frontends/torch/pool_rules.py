@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from .fx_frontend import Unsupported
-from .fx_ops import rule
+from .rules import Unsupported, rule
 
 
 def _tuple(v, n):

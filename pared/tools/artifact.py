@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..ir import Graph, dtypes, parse, print_graph, verify
 from ..ir.dtypes import fp8_encode, fp8_table
 from ..ir.errors import IRError

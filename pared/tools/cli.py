@@ -33,15 +33,15 @@ EXIT_INTERRUPTED = 130
 
 
 def _user_errors() -> tuple:
+    from ..compiler.instruments import PassError
+    from ..compiler.pipeline import PipelineError
     from ..ir.errors import IRError
     from ..passes.base import PassOptionError
-    from ..passes.calibrated import CalibrationError
+    from ..passes.calibration import CalibrationError
     from .artifact import ArtifactError
     from .export import ExportError
-    from .instruments import PassError
     from .models import ModelError
     from .offline import RecipeError
-    from .pipeline import PipelineError
     from .safetensors_io import SafetensorsError
     from .textdata import TextDataError
 
@@ -211,8 +211,8 @@ def describe_pass(cls) -> list[str]:
 
 
 def cmd_passes(a: argparse.Namespace) -> int:
+    from ..compiler.presets import PLANNED, PRESETS, register_builtin_passes
     from ..passes.base import available_passes, get_pass
-    from .presets import PLANNED, PRESETS, register_builtin_passes
 
     register_builtin_passes()
     for name in available_passes():
@@ -228,7 +228,7 @@ def cmd_passes(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .. import demo
+    from . import demo
 
     return demo.main([] if a.fast is False else ["--fast"])
 

@@ -83,7 +83,7 @@ def layer_table(graph: Graph, report_rows: Sequence[Mapping[str, Any]] = (), sto
     into their layer's bytes. ``dense_bytes`` gives a layer's size before compression (default:
     fp32 of its shape).
     """
-    from ..passes.calibrated import find_weight_sites
+    from ..passes.calibration import find_weight_sites
 
     by_name: dict[str, list[Mapping[str, Any]]] = {}
     for r in report_rows:
@@ -134,7 +134,7 @@ def totals(graph: Graph, rows: Sequence[LayerRow], stored_bytes: Optional[Mappin
 
     The predicted speed-up is the layers' dense/stored byte ratio: what a weight-bandwidth-bound
     kernel (batch-1 decoding) would gain at best, ignoring activations; the measured numbers come
-    from :func:`pared.compiler.cli` ``bench`` or the demo.
+    from :func:`pared.tools.cli` ``bench`` or the demo.
     """
     in_layers = {r.name for r in rows}
     other = 0

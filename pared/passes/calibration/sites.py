@@ -1,10 +1,10 @@
 """The pass side of the calibration engine: weight sites, statistics, and the request a pass makes.
 
 Data-aware passes (Wanda, SparseGPT, DSnoT, GPTQ, SmoothQuant, static ranges, ...) describe what
-they need and what they do; the engine (:mod:`pared.compiler.calibration`) runs the graph over the
+they need and what they do; the engine (:mod:`pared.passes.calibration.engine`) runs the graph over the
 calibration batches and calls them back. The whole API a pass uses::
 
-    from pared.passes.calibrated import CalibrationRequest, find_weight_sites, calibrate
+    from pared.passes.calibration import CalibrationRequest, find_weight_sites, calibrate
 
     sites = [s for s in find_weight_sites(graph) if wanted(s.param)]
     request = CalibrationRequest(
@@ -32,8 +32,8 @@ calibration batches and calls them back. The whole API a pass uses::
 - Statistics of sites reading the same activation (q/k/v, gate/up) are computed once.
 - ``calibrate`` checks the batches (non-empty, right count and shapes, finite) before any work.
 
-The engine is looked up at call time (``ctx.options["calibration_engine"]`` if set, otherwise
-``pared.compiler.calibration.run_calibration``) so passes import nothing from the compiler.
+The engine runs the graph through ``ctx.calibration_executor(graph)``, which the compiler fills
+from a backend (:mod:`pared.backends.executors`), so passes import nothing from the backends.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..ir import Eqn, Graph, Param, TensorType
-from ..ir import dims as D
+from ...ir import Eqn, Graph, Param, TensorType
+from ...ir import dims as D
 
 STATISTICS = ("hessian", "cross", "sqnorms", "norms", "mean", "absmax", "count")
 
@@ -129,7 +129,7 @@ def _im2col(x, eqn: Eqn, wtype: TensorType):
         x = F.pad(x, [p for lo_hi in reversed(pd) for p in lo_hi])
         cols = F.unfold(x, k, dilation=dl, stride=st)  # (N, C*prod(k), L)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
-    from ..ir.ops.pool import windows
+    from ...ir.ops.pool import windows
 
     extent = [(n - 1) * d + 1 for n, d in zip(k, a["dilation"])]
     v = windows(np.asarray(x), extent, a["strides"], a["padding"], 0)
@@ -325,29 +325,6 @@ def check_finite_weights(graph: Graph, names: Sequence[str], where: str) -> None
         if w.dtype.kind == "f" and not np.isfinite(w).all():
             bad = int((~np.isfinite(w)).sum())
             raise ValueError(f"{where}: weight {n!r} holds {bad} NaN/Inf value(s); fix the model before compressing it")
-
-
-def calibrate(graph: Graph, ctx: Any, request: CalibrationRequest) -> CalibrationResult:
-    """Run the calibration engine for ``request`` on ``ctx.calibration`` (validated first)."""
-    if not request.sites:
-        return CalibrationResult(graph, {})
-    params = [s.param for s in request.sites]
-    if len(set(params)) != len(params):
-        dup = next(p for p in params if params.count(p) > 1)
-        raise CalibrationError(f"{request.name}: param {dup!r} is listed at two sites; calibrate each weight once")
-    for s in request.sites:
-        for spec in request.statistics(s):
-            if isinstance(spec, str) and spec not in STATISTICS:
-                raise CalibrationError(f"{request.name}: unknown statistic {spec!r}; valid: {', '.join(STATISTICS)}")
-    batches = normalize_batches(graph, getattr(ctx, "calibration", None))
-    options = getattr(ctx, "options", {}) or {}
-    engine = options.get("calibration_engine")
-    if engine is None:
-        from importlib import import_module
-
-        engine = import_module("pared.compiler.calibration").run_calibration
-    return engine(graph, batches, request, backend=options.get("calibration_backend", "auto"),
-                  progress=options.get("progress", True), opaque=options.get("opaque"))
 
 
 def retype_params(graph: Graph, types: Mapping[str, TensorType]) -> Graph:

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from ..compiler.pipeline import PipelineError, format_pipeline, parse_pipeline
+from ..compiler.presets import PRESETS, register_builtin_passes
 from ..passes.base import Pass
 from ..passes.context import Report
 from ..passes.layer_patterns import LayerPatternError, no_match_message, unmatched
 from .artifact import save_artifact
 from .models import TOKENIZER_FILES, LoadedModel
-from .pipeline import PipelineError, format_pipeline, parse_pipeline
-from .presets import PRESETS, register_builtin_passes
 from .report import layer_table, totals, write_html, write_plots
 
 INCLUDE_OPTIONS = ("targets", "include", "layers", "modules")
@@ -122,9 +122,9 @@ class CompressResult:
 def compress_model(lm: LoadedModel, recipe: Any, calib: Optional[str] = None, *, n_calib: int = 32,
                    log: Callable[[str], None] = print, verify: bool = True) -> CompressResult:
     """Capture ``lm`` once, check the recipe against it, run the passes with calibration from text."""
+    from ..compiler.torch_api import compress_torch
+    from ..compiler.torch_backend import compile_imported
     from .textdata import load_texts
-    from .torch_api import compress_torch
-    from .torch_backend import compile_imported
 
     passes, source = parse_recipe(recipe)
     seconds: dict[str, float] = {}

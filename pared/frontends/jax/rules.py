@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..ir.core import Literal
+from ...ir.core import Literal
+from .types import ir_dtype
 
 Rule = Callable[..., list]
 RULES: dict[str, Rule] = {}
@@ -69,8 +70,6 @@ for _p, _ir in _DIRECT.items():
 
 
 def _aval_dtype(v):
-    from .jaxpr_frontend import ir_dtype
-
     return ir_dtype(v.aval.dtype)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...ir import dtypes as DT
+from . import dtypes as DT
 
 TO_TORCH = {
     DT.f64: torch.float64,

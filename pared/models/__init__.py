@@ -1,1 +1,0 @@
-"""Small reference models used by tests, examples and benchmarks (imported on demand)."""

@@ -1,0 +1,31 @@
+"""Calibration: the engine that runs a graph over calibration data, and the API passes use.
+
+:mod:`.sites` holds what a pass describes (weight sites, statistics, the request, the rewrite);
+:mod:`.engine` walks the graph and calls the pass back. Passes import from this package.
+"""
+
+from .engine import Executor, calibrate, memory_plan, run_calibration
+from .sites import (
+    STATISTICS,
+    CalibrationError,
+    CalibrationRequest,
+    CalibrationResult,
+    Rewrite,
+    Statistic,
+    Stats,
+    WeightSite,
+    check_finite_weights,
+    dense_target,
+    find_weight_sites,
+    hessian_norm2,
+    normalize_batches,
+    relative_error,
+    retype_params,
+)
+
+__all__ = [
+    "STATISTICS", "CalibrationError", "CalibrationRequest", "CalibrationResult", "Executor", "Rewrite",
+    "Statistic", "Stats", "WeightSite", "calibrate", "check_finite_weights", "dense_target",
+    "find_weight_sites", "hessian_norm2", "memory_plan", "normalize_batches", "relative_error",
+    "retype_params", "run_calibration",
+]
