@@ -31,12 +31,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..version import __version__
 from ..ir import Graph, dtypes, parse, print_graph, verify
 from ..ir.dtypes import fp8_encode, fp8_table
 from ..ir.errors import IRError
 from ..ir.packing import pack_bits, unpack_bits
 from ..ir.types import Quant, Sparse, SparseQuant
+from ..version import __version__
 from . import safetensors_io as st
 
 FORMAT = "pared-artifact"

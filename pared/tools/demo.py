@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the demo needs torch and transformers (pip install 'pared[torch,dev]'): {e}")
         return 1
 
-    from pared.version import __version__
     from pared.compiler.presets import register_builtin_passes
     from pared.passes.base import available_passes
     from pared.tools.artifact import load_artifact
@@ -69,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from pared.tools.offline import compress_model, measure, quality_value, save_result
     from pared.tools.report import format_bytes, format_table, layer_table, totals
     from pared.tools.textdata import TextDataError, load_texts
+    from pared.version import __version__
 
     t_start = time.perf_counter()
     register_builtin_passes()
