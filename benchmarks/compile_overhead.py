@@ -4,7 +4,7 @@ For each model: pared's own time per compile (IR import + passes + lowering; Dyn
 excluded, as it is the same for every backend), the time Inductor's backend takes on the same
 captured graph, and the run time of the pared-compiled model relative to eager (median of
 repeated calls, empty recipe). Targets: overhead < 2 s for SmolLM2, run time within 1.1x eager.
-Appends a section to benchmarks/RESULTS.md.
+Replaces the compile_overhead section of benchmarks/RESULTS.md (the old one goes to benchmarks/history/).
 
     python benchmarks/compile_overhead.py [--models minilm,smollm2] [--no-inductor] [--reps 20]
 """
@@ -133,10 +133,9 @@ def cpu_name() -> str:
 
 def write_results(rows: list[dict], t_import: float) -> str:
     lines = [
+        "## compile_overhead",
         "",
-        f"## compile_overhead ({datetime.date.today().isoformat()})",
-        "",
-        f"Device: CPU, {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"Date: {datetime.date.today().isoformat()}. Device: CPU, {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}.",
         f"Importing pared's torch backend: {t_import:.3f} s (fresh interpreter, torch already imported).",
         "pared overhead = IR import + passes (empty recipe) + lowering, excluding Dynamo's capture; "
@@ -154,12 +153,11 @@ def write_results(rows: list[dict], t_import: float) -> str:
             f"| {r['pared_lower_s']:.3f} | **{r['pared_overhead_s']:.3f}** | {ind_c} | {r['eager_s'] * 1e3:.1f} "
             f"| {r['pared_run_s'] * 1e3:.1f} | **{r['run_ratio']:.3f}x** | {ind_r} |"
         )
+    lines += ["", "Targets (the script's docstring): pared overhead < 2 s for SmolLM2, run time within 1.1x eager."]
     text = "\n".join(lines) + "\n"
-    path = os.path.join(ROOT, "benchmarks", "RESULTS.md")
-    if not os.path.exists(path):
-        text = "# Benchmark results\n\nEach benchmark appends a dated section.\n" + text
-    with open(path, "a") as f:
-        f.write(text)
+    from results import write_section
+
+    write_section("compile_overhead", text)
     return text
 
 

@@ -1,8 +1,9 @@
-"""GPU kernel benchmarks: DESIGN.md's performance table on Llama-3-8B shapes (issue 7, item 3).
+"""GPU kernel benchmarks: the performance references of docs/triton.md on Llama-3-8B shapes.
 
 Each case prints its time and its ratio to cuBLAS bf16 (``torch.matmul``) measured in the same
 run, plus ``torch._int_mm`` for W8A8 and torchao's kernels when installed, with the device name;
-``--results RESULTS.md`` appends the rows. Without a CUDA GPU it says so and exits with status 2
+``--results RESULTS.md`` replaces that file's gpu_kernels section with the rows (the old one goes
+to ``history/gpu_kernels.md`` beside it). Without a CUDA GPU it says so and exits with status 2
 (it never falls back to the interpreter: timings there mean nothing).
 
     python benchmarks/gpu_kernels.py [--quick] [--results RESULTS.md]
@@ -52,7 +53,7 @@ def _dequant_region(M, N, K, qdtype, group, dtype="bf16"):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one shape per case")
-    ap.add_argument("--results", help="append a table to this markdown file")
+    ap.add_argument("--results", help="replace the gpu_kernels section of this markdown file (e.g. benchmarks/RESULTS.md)")
     args = ap.parse_args(argv)
     try:
         import torch
@@ -152,10 +153,15 @@ def main(argv=None) -> int:
     except ImportError:
         print("torchao not installed: no torchao peer rows")
     if args.results:
-        with open(args.results, "a") as f:
-            f.write(f"\n## GPU kernels ({name})\n\n| case | shape | pared us | bf16 us | ratio | note |\n|---|---|---|---|---|---|\n")
-            for r in rows:
-                f.write(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.2f} | {r[5]} |\n")
+        import datetime
+
+        from results import write_section
+
+        text = (f"## gpu_kernels\n\n- date {datetime.date.today().isoformat()}; {name}; torch {torch.__version__}\n"
+                "- ratio: torch.matmul bf16 time / row time, measured in the same run (unless the note says otherwise)\n\n"
+                "| case | shape | pared us | bf16 us | ratio | note |\n|---|---|---|---|---|---|\n")
+        text += "".join(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.2f} | {r[5]} |\n" for r in rows)
+        write_section("gpu_kernels", text, results=args.results)
     return 0
 
 

@@ -5,7 +5,8 @@ pair, a duplicated subexpression for CSE and a dead branch for DCE) is scaled to
 ~20,000 and ~60,000 equations (a SmolLM2-sized graph has ~2,100). Prints per-equation cost and the
 20k/2k ratio of per-equation cost (1.0 = linear), once as a user sees it and once with Python's
 cyclic GC paused (its full collections rescan every live object, which adds a size-dependent
-term that is not the IR's own), and appends a section to RESULTS.md.
+term that is not the IR's own), and replaces the ir_overhead section of RESULTS.md (the old one
+goes to benchmarks/history/).
 
     python benchmarks/ir_overhead.py [--sizes 2000 20000] [--repeat 3] [--no-write]
 """
@@ -17,7 +18,6 @@ import gc
 import platform
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 60000])
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    ap.add_argument("--no-write", action="store_true", help="do not write to benchmarks/RESULTS.md")
     args = ap.parse_args()
     lines = []
     for gc_paused in (False, True):
@@ -126,14 +126,12 @@ def main() -> None:
     if not args.no_write:
         cpu = platform.processor() or platform.machine()
         section = (
-            f"\n## IR overhead ({date.today()}, {cpu}, Python {platform.python_version()}, best of {args.repeat})\n\n"
+            f"## ir_overhead\n\n{date.today()}, {cpu}, Python {platform.python_version()}, best of {args.repeat}.\n\n"
             f"`python benchmarks/ir_overhead.py` — time per stage, total and per equation.\n\n```\n{report}\n```\n"
         )
-        path = Path(__file__).with_name("RESULTS.md")
-        if not path.exists():
-            path.write_text("# Benchmark results\n\nEach section is one run; ratios are against a baseline measured in the same run.\n")
-        with path.open("a") as f:
-            f.write(section)
+        from results import write_section
+
+        write_section("ir_overhead", section)
 
 
 if __name__ == "__main__":

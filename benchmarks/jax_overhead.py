@@ -4,7 +4,8 @@ time, and the run-time ratio of ``pared.compress``'s function (empty recipe) to 
 
     python benchmarks/jax_overhead.py [--batch 8 --seq 128 --iters 50] [--no-write]
 
-Appends a section to benchmarks/RESULTS.md (device, date, numbers).
+Replaces the jax_overhead section of benchmarks/RESULTS.md (device, date, numbers); the old one goes to
+benchmarks/history/.
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def main(argv=None):
     dev = jax.devices()[0]
     device = f"{dev.platform} ({dev.device_kind}), {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
     lines = [
-        f"## jax_overhead: Flax BERT (all-MiniLM-L6-v2), batch {a.batch} x seq {a.seq}, empty recipe",
+        "## jax_overhead",
+        "",
+        f"Flax BERT (all-MiniLM-L6-v2), batch {a.batch} x seq {a.seq}, empty recipe.",
         "",
         f"- device: {device}; jax {jax.__version__}; date: {datetime.date.today().isoformat()}",
         f"- trace + import (make_jaxpr -> IR, {len(traced.graph.eqns)} eqns): {t_trace * 1e3:.1f} ms",
@@ -109,12 +112,9 @@ def main(argv=None):
     ]
     print("\n".join(lines))
     if not a.no_write:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-        new = not os.path.exists(path)
-        with open(path, "a") as fh:
-            if new:
-                fh.write("# Benchmark results\n\n")
-            fh.write("\n".join(lines) + "\n")
+        from results import write_section
+
+        write_section("jax_overhead", "\n".join(lines))
     return ratio
 
 

@@ -10,7 +10,7 @@ shared core compresses the model with ``pared.compress(model, example, recipe=..
   256 sentences; calibration on 128 other sentences.
 
     python benchmarks/quality.py --model smollm2 --rows "dense,sparsegpt 50%,sparsegpt+dsnot 2:4"
-    python benchmarks/quality.py --model minilm --write      # append a section to RESULTS.md
+    python benchmarks/quality.py --model minilm --write      # replace its part of RESULTS.md's quality section
     python benchmarks/quality.py --rows "dense,sparsegpt 2:4" --llmc /tmp/llmc/bin/python
 
 ``--llmc PYTHON`` also runs llm-compressor on the same rows, windows and calibration samples
@@ -38,6 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # results.py
 
 SPARSITY_ROWS = [("dense", None, False)]
 for _pat, _opt in (("50%", "sparsity=0.5"), ("2:4", "pattern=2:4"), ("4:8", "pattern=4:8")):
@@ -316,10 +317,39 @@ def machine() -> str:
     return f"{platform.machine()} cpu, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
-def markdown(model: str, dense: float, results, args) -> str:
+QUANT_NAMES = {r[0] for r in QUANT_ROWS}
+_QUANT_PASSES = re.compile(r"\b(quantize|gptq|w8a8|smoothquant|fp8|gqsa)\b")
+
+
+def kind_of(name: str, recipe) -> str:
+    """The row's kind: quantize (a QUANT_ROWS row, or an extra --recipe row with a quantization pass)
+    or sparsify (every other row)."""
+    if name in QUANT_NAMES or (name not in {r[0] for r in ROWS} and _QUANT_PASSES.search(str(recipe or ""))):
+        return "quantize"
+    return "sparsify"
+
+
+def part_title(model: str, kind: str) -> str:
+    """The ``### `` heading of this model's sparsify or quantize rows in RESULTS.md's quality section."""
+    return f"{'SmolLM2-135M perplexity' if model == 'smollm2' else 'all-MiniLM-L6-v2 cosine'}: {kind}"
+
+
+def split_parts(model: str, rows, results) -> dict[str, list]:
+    """The results grouped by RESULTS.md part (the dense row goes with every part it is run with)."""
+    kinds = {r[0]: kind_of(r[0], r[1]) for r in rows}
+    present = {k for n, k in kinds.items() if n != "dense"} or {"sparsify"}
+    out = {}
+    for kind in ("sparsify", "quantize"):
+        if kind in present:
+            out[part_title(model, kind)] = [r for r in results if r[0] == "dense" or kinds.get(r[0]) == kind]
+    return out
+
+
+def markdown(model: str, dense: float, results, args, title: str | None = None) -> str:
     date = datetime.date.today().isoformat()
+    title = title or part_title(model, "sparsify")
     if model == "smollm2":
-        head = (f"## quality: SmolLM2-135M perplexity (pared sparsify)\n\n- date {date}; {machine()}\n"
+        head = (f"### {title}\n\n- date {date}; {machine()}\n"
                 f"- {16} windows x {args.seq} tokens of cleaned gensim Wikipedia text; calibration {args.n_cal} x {args.seq} "
                 f"tokens from a disjoint part; dense ppl **{dense:.3f}**\n- evaluated: the pared-compiled module "
                 f"(torch.export -> IR -> passes -> torch backend)\n")
@@ -343,7 +373,7 @@ def markdown(model: str, dense: float, results, args) -> str:
                     lc, ls = f"- | {lr.get('error', 'not run')} | ", "-"
                 body += f"| {n} | {p:.3f} | {r:.3f}x | {lc}{b / 2**20:.1f} | {t:.0f} | {ls} |\n"
     else:
-        head = (f"## quality: all-MiniLM-L6-v2 embedding cosine to dense (pared sparsify)\n\n- date {date}; {machine()}\n"
+        head = (f"### {title}\n\n- date {date}; {machine()}\n"
                 f"- 256 Wikipedia sentences (max 128 tokens), calibration on 128 others\n\n"
                 f"| row | mean cosine | stored MiB | compress s |\n|---|---|---|---|\n")
         body = "".join(f"| {n} | {c:.4f} | {b / 2**20:.1f} | {t:.0f} |\n" for n, c, _, t, b in results)
@@ -358,8 +388,9 @@ def main(argv=None):
     ap.add_argument("--n-cal", type=int, default=32)
     ap.add_argument("--llmc", metavar="PYTHON", help="python of an environment with llmcompressor 0.14: run it side by side")
     ap.add_argument("--recipe", action="append", default=[], metavar="NAME=RECIPE",
-                    help="an extra calibrated row, e.g. 'sgpt dense=sparsify{method=sparsegpt,target=dense}' (repeatable)")
-    ap.add_argument("--write", action="store_true", help="append a section to benchmarks/RESULTS.md")
+                    help="an extra calibrated row, e.g. 'sgpt dense=sparsify{method=sparsegpt,reconstruct=dense}' (repeatable)")
+    ap.add_argument("--write", action="store_true",
+                    help="replace this model's sparsify and/or quantize part of the quality section of benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     extra = []
@@ -375,11 +406,17 @@ def main(argv=None):
     by_name = {r[0]: r for r in ROWS}
     rows = ([by_name[w] for w in wanted] if wanted else ([] if extra else list(ROWS))) + extra
     dense, results = (run_smollm2 if args.model == "smollm2" else run_minilm)(rows, args)
-    text = markdown(args.model, dense, results, args)
-    print(text)
+    parts = {t: markdown(args.model, dense, res, args, title=t) for t, res in split_parts(args.model, rows, results).items()}
+    for text in parts.values():
+        print(text)
     if args.write:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write("\n" + text)
+        from results import write_section
+
+        for title, text in parts.items():
+            write_section("quality", text, part=title)
+        if wanted or extra:
+            print("Note: this run measured only some rows; the rows of the replaced table that it did not "
+                  "re-run are now only in benchmarks/history/quality.md.")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ def compress(model: Any, *args: Any, recipe: Any = None, **kwargs: Any):
     - JAX: ``compress(fn, params, *example_args, recipe=...)`` -> (fn_c, params_c), where
       ``params_c`` is a pytree of (compressed) arrays.
     """
+    if isinstance(model, type):
+        raise TypeError(f"pared.compress: got the class {model.__name__}, not a model; pass an instance, "
+                        f"e.g. pared.compress({model.__name__}(...), example_inputs, recipe=...)")
     if _is_torch_module(model):
         from .compiler.torch_api import compress_torch
 

@@ -1,5 +1,6 @@
-"""Frontends, the pass manager, pipelines and recipes, and the entry points built on them."""
+"""The pass manager, pipelines and recipes, instruments, and the torch.compile / JAX entry points."""
 
+from .context import make_context, with_defaults
 from .instruments import (
     DumpIR,
     Instrument,
@@ -24,5 +25,5 @@ from .pipeline import (
 __all__ = [
     "PRESETS", "DumpIR", "Instrument", "NumericsCheck", "NumericsError", "NumericsRecord", "PassError",
     "PassManager", "PipelineError", "Timing", "VerifyInstrument", "format_pipeline", "load_pipeline_file",
-    "parse_pipeline", "parse_pipeline_string", "parse_yaml", "run_pipeline",
+    "make_context", "parse_pipeline", "parse_pipeline_string", "parse_yaml", "run_pipeline", "with_defaults",
 ]

@@ -73,11 +73,44 @@ class _Compiled:
     run: Callable
 
 
+def check_params(params: Any) -> None:
+    """Every params leaf must be an array or a number (a string leaf fails with its path)."""
+    import jax
+
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        if isinstance(leaf, (str, bytes)) or np.asarray(leaf).dtype.kind in "OUS":
+            raise TypeError(f"params leaf {jax.tree_util.keystr(path) or 'params'} is {type(leaf).__name__} "
+                            f"{leaf!r:.40}; params hold arrays only: keep names and settings out of the params "
+                            "pytree (close over them, or make them static arguments)")
+
+
+def _traced_params_error(params: Any) -> Optional[str]:
+    """Why compressing failed when the params are tracers (pared.jit inside jit/grad/vmap), or None."""
+    import jax
+
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if isinstance(leaf, jax.core.Tracer):
+            return (f"params leaf {jax.tree_util.keystr(path) or 'params'} is a tracer: the recipe needs the concrete "
+                    "weights to compress them, but this call is being traced (pared.jit inside jax.jit, grad or vmap "
+                    "over the params). Compress once outside: fn_c, params_c = pared.compress(fn, params, "
+                    "*example_args, recipe=...), then jax.jit(fn_c)(params_c, ...)")
+    return None
+
+
 def _compile(fn, params, args, kwargs, recipe, opts) -> _Compiled:
     import jax
 
+    check_params(params)
     traced = trace(fn, params, args, kwargs=kwargs)
-    graph = apply_recipe(traced.graph, recipe, **opts)
+    try:
+        graph = apply_recipe(traced.graph, recipe, **opts)
+    except Exception as e:
+        why = _traced_params_error(params)
+        if why is None:
+            raise
+        raise TypeError(why) from e
     live, frozen_names = {}, []
     leaf_index = {name: i for i, name in enumerate(traced.param_names)}
     for p in graph.params:
@@ -107,6 +140,8 @@ class JitFunction:
 
     def __init__(self, fn: Callable, recipe=None, params_argnum: Optional[int] = 0,
                  static_argnums: Sequence[int] = (), **opts):
+        if not callable(fn):
+            raise TypeError(f"pared.jit: expected a function to compile, got {type(fn).__name__} {fn!r:.40}")
         self.fn = fn
         self.recipe = recipe
         self.params_argnum = params_argnum

@@ -33,11 +33,6 @@ LOWERING: dict[str, str] = {
 has fast kernels for. They run on the recipe's output, so calibration and compression passes see
 the plain graph. ``lowering=False`` (``pared.compress``, ``pared.backend``) skips them."""
 
-PLANNED: dict[str, str] = {}
-"""Presets waiting for their passes (not parseable yet). ``w8a8`` needs no preset: the pass of
-that name with its defaults (int8 weights per channel, int8 activations per token) is the recipe."""
-
-
 def register_builtin_passes() -> list[str]:
     """Import pared's pass packages (registering their passes); returns the registered names."""
     from ..passes.base import available_passes

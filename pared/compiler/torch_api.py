@@ -132,12 +132,43 @@ class CompressedModule(torch.nn.Module):
             if v.accepts(full):
                 return v(full)
         if not self._recompile:
-            shapes = [tuple(t.shape) for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-            raise ValueError(f"pared: the compiled graph does not accept inputs of shapes {shapes} "
+            raise ValueError(f"pared: the compiled graph does not accept inputs {_shapes(args, kwargs)} "
                              "(export specialised a dim); compress with dynamic=True or recompile=True")
+        check_example(self._model[0], args, kwargs, "the call's inputs")
         variant, _ = _export_and_compile(self._model[0], args, kwargs, **self._options)
         self._variants.append(variant)
         return variant(variant.flat_inputs(args, kwargs))
+
+
+def _shapes(args, kwargs) -> str:
+    def one(v):
+        return f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}" if isinstance(v, torch.Tensor) else type(v).__name__
+
+    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
+    return "(" + ", ".join(parts) + ")"
+
+
+def check_example(model: torch.nn.Module, args: tuple, kwargs: dict, what: str = "the example inputs") -> None:
+    """Fail with a readable error (before torch.export's own, and its logs) when ``model`` cannot
+    be called on ``args``/``kwargs``: numpy arrays, a call that does not fit ``forward``'s
+    signature, or shapes the model rejects (the model is run once, eagerly)."""
+    name = type(model).__name__
+    for where, v in [*((f"positional input {i}", a) for i, a in enumerate(args)), *kwargs.items()]:
+        if type(v).__module__ == "numpy":
+            raise TypeError(f"{what}: {where} is a numpy array; torch models take tensors: pass torch.from_numpy(x)")
+    try:
+        sig = inspect.signature(model.forward)
+        sig.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"{what} {_shapes(args, kwargs)} do not fit {name}.forward{sig}: {e}") from None
+    except ValueError:  # no signature to read (a builtin forward): the call below checks
+        pass
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's model on its example
+        raise ValueError(f"{name} fails on {what} {_shapes(args, kwargs)}: {type(e).__name__}: {e}. "
+                         "Pass inputs the model accepts (the shapes and dtypes of a real call)") from None
 
 
 def _export(model, args, kwargs, dynamic: bool):
@@ -211,6 +242,7 @@ def compress_torch(
     """
     args = _as_tuple(example_inputs)
     kwargs = dict(example_kwargs or {})
+    check_example(model, args, kwargs)
     options = dict(dynamic=dynamic, recipe=recipe, calibration=calibration, target=target, inductor=inductor, verify=verify,
                    lowering=lowering)
     variant, compiled = _export_and_compile(model, args, kwargs, **options)

@@ -13,6 +13,7 @@ Dynamo captured it: pared never breaks a user's torch.compile.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from ..frontends.torch.importer import Imported, import_dynamo
 from ..ir import dims as D
 from ..ir.core import Graph
 from ..ir.shapes import bind_symbols
+from ..ir.torch_dtypes import to_torch
 from ..passes.context import PassContext, Report
 from .pipeline import parse_pipeline
 from .presets import LOWERING
@@ -121,21 +123,27 @@ def compile_imported(
     timings["passes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if target == "reference":
-        fn = _reference_fn(graph)
+        fn = _reference_fn(graph, imported.opaque, report)
     elif target == "triton":  # raises TritonUnavailableError (with what to do) when no GPU is present
         from ..backends.triton import lower as triton_lower
 
         same = {n: t for n, t in imported.sources.items() if graph.weights.get(n) is imported.graph.weights.get(n)}
         fn = triton_lower(graph, device=device, tensors=same, opaque=imported.opaque, report=report)
     else:
+        from ..backends.costmodel import decisions_of, report_decisions
+        from ..backends.costmodel.whole_graph import whole_graph_check
         from ..backends.torch import lower
 
         same = {n: t for n, t in imported.sources.items() if graph.weights.get(n) is imported.graph.weights.get(n)}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fn = lower(graph, device=device, tensors=same, opaque=imported.opaque)
-        fn, caught = _whole_graph_check(fn, caught, example_inputs, report,
-                                        lambda: lower(graph, device=device, tensors=same, opaque=imported.opaque))
+        fn, caught = whole_graph_check(fn, caught, example_inputs, report,
+                                       lambda: lower(graph, device=device, tensors=same, opaque=imported.opaque))
+        decisions = decisions_of(fn)
+        report_decisions(report, decisions)  # one cost_model row per quantized layer, with its timings
+        if len(decisions):
+            print(f"pared: {decisions.summary()}", file=sys.stderr)
         for w in caught:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     timings["lower"] = time.perf_counter() - t0
@@ -147,68 +155,37 @@ def compile_imported(
     return CompiledGraph(graph, imported, report, timings, fn, positions)
 
 
-CLOSE_CALL = 1 / 3  # a kept-dense layer whose compressed kernel measured at most 3x slower
-
-
-def _whole_graph_check(fn, caught, example_inputs, report, lower_again):
-    """Second opinion on the per-layer cost model, with the whole graph on the example inputs.
-
-    The cost model times each quantized linear alone, its weights hot in cache; a model whose
-    weights stream from memory (an LLM decode step) can run faster on the compressed kernels even
-    where each layer alone measured slower. When some quantized linears were kept dense and one of
-    them was a close call (its kernel at most 3x slower, ``CLOSE_CALL``), the graph is lowered
-    again with compressed kernels everywhere, both are timed (median of 3 after a warm-up,
-    interleaved) and the faster is kept; the comparison goes into the report and, when it
-    overrules the per-layer choice, a warning. Returns (module, warnings still to show).
-    """
-    from ..backends.torch.quantized import kernel_choices, use_kernels
-
-    chosen = kernel_choices(fn)
-    if not chosen.get("dense") or not example_inputs or any(getattr(t, "device", None) is not None and t.device.type != "cpu" for t in example_inputs):
-        return fn, caught
-    # only where some layer was a close call: a kernel measured many times slower (e.g. int4 with
-    # fp32 activations, ~50x) will not win as a whole graph, and timing it would cost minutes
-    ratios = [min(v for k, v in d.items() if k.endswith("_ratio")) for d in getattr(fn, "pared_kernel_decisions", [])
-              if d["kernel"] == "dense" and any(k.endswith("_ratio") for k in d)]
-    if not ratios or max(ratios) < CLOSE_CALL:
-        return fn, caught
-    with use_kernels("compressed"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        alt = lower_again()
-    if kernel_choices(alt) == chosen:
-        return fn, caught
-    times = {id(fn): [], id(alt): []}
-    try:
-        with torch.no_grad():
-            for f in (fn, alt):
-                f(*example_inputs)
-            for _ in range(3):
-                for f in (fn, alt):
-                    t0 = time.perf_counter()
-                    f(*example_inputs)
-                    times[id(f)].append(time.perf_counter() - t0)
-    except Exception as e:  # the check is an optimisation: keep the per-layer choice, and say why
-        report.add("cost_model", "whole graph", skipped=f"timing on the example inputs failed ({type(e).__name__}: {e})")
-        return fn, caught
-    t_layer, t_comp = (sorted(times[id(f)])[1] for f in (fn, alt))
-    keep_alt = t_comp < t_layer
-    report.add("cost_model", "whole graph", per_layer_ms=round(t_layer * 1e3, 3), all_compressed_ms=round(t_comp * 1e3, 3),
-               per_layer_kernels=str(chosen), kept="all compressed" if keep_alt else "per-layer choice")
-    if not keep_alt:
-        return fn, caught
-    warnings.warn(f"pared: the per-layer cost model kept {chosen['dense']} quantized linears dense, but the whole graph ran "
-                  f"faster on compressed kernels ({t_comp * 1e3:.2f} ms vs {t_layer * 1e3:.2f} ms on the example inputs): "
-                  f"using them ({kernel_choices(alt)})", stacklevel=3)
-    return alt, []
-
-
-def _reference_fn(graph: Graph) -> Callable:
+def _reference_fn(graph: Graph, opaque: Optional[dict[str, Callable]] = None,
+                  report: Optional[Report] = None) -> Callable:
+    """The numpy reference interpreter on torch tensors. An ``opaque`` equation calls its torch
+    callable back (numpy in, numpy out) and the report says so, one row per equation."""
     from ..backends.reference.interpreter import run_graph
 
+    calls = {}
+    for e in graph.walk():
+        tag = e.attrs["target"] if e.op == "opaque" else None
+        if tag in (opaque or {}) and tag not in calls:
+            calls[tag] = _torch_on_numpy(opaque[tag], [a.type.dtype for a in e.inputs])
+            if report is not None:
+                where = getattr(opaque[tag], "where", "")
+                report.add("reference", tag, kind="opaque", ran="through torch", where=where)
+
     def run(*ins):
-        outs = run_graph(graph, [t.detach().cpu().numpy() for t in ins])
+        outs = run_graph(graph, [t.detach().cpu().numpy() for t in ins], opaque=calls)
         dev = _device(ins)
         return tuple(torch.from_numpy(o.copy()).to(dev) for o in outs)
+
+    return run
+
+
+def _torch_on_numpy(fn: Callable, dtypes: list) -> Callable:
+    """``fn`` (a torch call) on numpy arrays: each becomes a tensor of its IR dtype (bf16 is stored
+    as float32 in numpy), each result a numpy array."""
+    def run(*arrays):
+        with torch.no_grad():
+            out = fn(*(torch.tensor(a).to(to_torch(dt)) for a, dt in zip(arrays, dtypes)))
+        outs = [t.detach().cpu() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+        return [(t.float() if t.dtype == torch.bfloat16 else t).numpy() for t in outs]
 
     return run
 
@@ -228,15 +205,16 @@ class PaRedBackend:
     """A configured Dynamo backend; ``compiled`` lists every graph it compiled (with reports)."""
 
     def __init__(self, recipe=None, calibration=None, target: str = "torch", inductor: bool = False,
-                 verify: bool = True, strict: bool = False, lowering: bool = True):
+                 verify: bool = True, strict: Optional[bool] = None, lowering: bool = True):
         if target not in TARGETS:
             raise ValueError(f"pared.backend: target {target!r} is not supported for torch models; use one of {TARGETS}")
-        self.recipe = recipe
+        # a bad recipe fails here, when the backend is made, not at the first call inside Dynamo
+        self.recipe = parse_pipeline(recipe) if recipe else None
         self.calibration = calibration
         self.target = target
         self.inductor = inductor
         self.verify = verify
-        self.strict = strict
+        self.strict = bool(self.recipe) if strict is None else strict
         self.lowering = lowering
         self.compiled: list[CompiledGraph] = []
         self.fallbacks: list[str] = []
@@ -259,7 +237,10 @@ class PaRedBackend:
                 raise
             msg = f"{type(e).__name__}: {e}"
             self.fallbacks.append(msg)
-            warnings.warn(f"pared: could not compile this graph ({msg}); running the captured FX graph as is", stacklevel=2)
+            warnings.warn(f"pared: could not compile this graph ({msg}); running the captured FX graph as is "
+                          "(nothing to compress: no recipe)" if not self.recipe else
+                          f"pared: could not compile this graph ({msg}); running it UNCOMPRESSED as asked (strict=False)",
+                          stacklevel=2)
             return gm.forward
         self.compiled.append(compiled)
         return compiled
@@ -284,7 +265,7 @@ def _fake_or_real(node, ex):
 
 
 def backend(recipe=None, calibration=None, target: str = "torch", inductor: bool = False, verify: bool = True,
-            strict: bool = False, lowering: bool = True) -> PaRedBackend:
+            strict: Optional[bool] = None, lowering: bool = True) -> PaRedBackend:
     """A ``torch.compile`` backend running ``recipe`` (a pipeline string, list or YAML recipe).
 
     Args:
@@ -293,7 +274,10 @@ def backend(recipe=None, calibration=None, target: str = "torch", inductor: bool
         target: "torch" (lower to torch ops) or "reference" (numpy interpreter; for debugging).
         inductor: hand the lowered graph to Inductor.
         verify: verify the IR between passes.
-        strict: raise instead of falling back to the captured graph when compiling fails.
+        strict: raise when compiling a graph fails, instead of running the captured graph as is
+            (uncompressed). Default: raise when there is a recipe (a compression never silently
+            disappears), fall back with a warning when there is none. The recipe itself is parsed
+            here, so a misspelt pass or option fails at once.
         lowering: run the target's lowering passes after the recipe (``presets.LOWERING``: attention
             fusion for the torch target).
     """

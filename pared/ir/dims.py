@@ -208,6 +208,3 @@ def parse_dim(text: str) -> Dim:
         raise ValueError(f"bad dimension {text!r}: dangling operator")
     return total
 
-
-def format_dim(d: Dim) -> str:
-    return str(d)

@@ -1,5 +1,8 @@
 """The op registry: every op is defined once, with its attribute schema, shape/dtype rule,
-numpy reference implementation and cost. Frontends map into this set; backends map out of it.
+numpy reference implementation, cost and traits. Frontends map into this set; backends map out of it.
+
+Traits name the classes of ops that passes and backends treat alike (:data:`TRAITS`); ask
+``get_op(name).has("row")`` or ``ops_with("elementwise")`` instead of listing op names.
 """
 
 from __future__ import annotations
@@ -80,6 +83,18 @@ def elementwise_cost(flops_per_elem: int = 1) -> CostFn:
     return lambda ins, outs, attrs: memory_cost(ins, outs, flops_per_elem)
 
 
+TRAITS: Mapping[str, str] = {
+    "elementwise": "each output element depends only on the same-position elements of the (numpy-"
+    "broadcast) inputs; a generated kernel computes it per element (quantize/dequantize count: "
+    "their scales broadcast, or repeat over groups)",
+    "reduction": "reduces its `axes` attribute (with `keepdims`): reduce_sum/max/min/mean/prod",
+    "row": "computed one row at a time along the last axis by a fused reduction kernel: the "
+    "last-axis sum/max/min/mean reductions, softmax, log_softmax and the trailing-axis norms",
+    "free": "a view of its input's memory: backends launch no kernel for it",
+    "quant": "reads or writes quantized values (quantize, dequantize, qlinear)",
+}
+
+
 @dataclass(frozen=True)
 class OpDef:
     """The single definition of an op.
@@ -92,6 +107,10 @@ class OpDef:
     sub-graph with the interpreter that is running the op.
     ``arity`` is the number of inputs (``None``: variadic; a tuple: min/max).
     ``dtypes`` lists the input dtypes the op supports (tests sample them).
+    ``traits`` are names from :data:`TRAITS` (query with :meth:`has` or :func:`ops_with`).
+    ``decompose(eqn) -> (eqns, outputs)``, where an op has one, gives equations of other ops
+    computing it (reading the equation's inputs) and maps each of its outputs to the atom that
+    holds it; a backend with no rule for the op lowers these instead.
     """
 
     name: str
@@ -105,6 +124,20 @@ class OpDef:
     regions: int = 0
     dtypes: tuple[DType, ...] = ()
     doc: str = ""
+    traits: frozenset[str] = frozenset()
+    decompose: Optional[Callable[[Any], tuple[list, Mapping]]] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "traits", frozenset(self.traits))
+        unknown = self.traits - set(TRAITS)
+        if unknown:
+            raise ValueError(f"op {self.name!r}: unknown trait(s) {sorted(unknown)}; valid: {sorted(TRAITS)}")
+
+    def has(self, trait: str) -> bool:
+        """Whether the op has ``trait`` (one of :data:`TRAITS`)."""
+        if trait not in TRAITS:
+            raise ValueError(f"unknown trait {trait!r}; valid: {sorted(TRAITS)}")
+        return trait in self.traits
 
     def check_arity(self, n: int) -> None:
         a = self.arity
@@ -217,6 +250,14 @@ def register(op: OpDef) -> OpDef:
         raise ValueError(f"op {op.name!r} is already registered")
     OPS[op.name] = op
     return op
+
+
+def ops_with(*traits: str) -> frozenset[str]:
+    """Names of the registered ops that have every one of ``traits``."""
+    unknown = set(traits) - set(TRAITS)
+    if unknown:
+        raise ValueError(f"unknown trait(s) {sorted(unknown)}; valid: {sorted(TRAITS)}")
+    return frozenset(name for name, op in OPS.items() if op.traits.issuperset(traits))
 
 
 def get_op(name: str) -> OpDef:

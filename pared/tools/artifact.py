@@ -38,6 +38,7 @@ from ..ir.packing import pack_bits, unpack_bits
 from ..ir.types import Quant, Sparse, SparseQuant
 from ..version import __version__
 from . import safetensors_io as st
+from .manifest import check as check_manifest
 
 FORMAT = "pared-artifact"
 FORMAT_VERSION = 1
@@ -121,16 +122,6 @@ def sha256_file(path: PathLike) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
-
-
-def hash_weights(weights: Mapping[str, Any]) -> str:
-    """A sha256 over names, dtypes, shapes and bytes of a weight table (order independent)."""
-    h = hashlib.sha256()
-    for k in sorted(weights):
-        a = np.ascontiguousarray(np.asarray(weights[k]))
-        h.update(f"{k}|{a.dtype.str}|{a.shape}\n".encode())
-        h.update(a.tobytes())
     return h.hexdigest()
 
 
@@ -230,6 +221,26 @@ def _clean_stale_partials(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _dense_size(param, value: np.ndarray, known: Optional[Mapping[str, int]]) -> int:
+    """A weight's size before compression: as the caller knows it, else float32 for an encoded
+    (quantized or sparse) param, else the stored array's own size."""
+    if known and param.name in known:
+        return int(known[param.name])
+    if param.type.encoding is not None:
+        return int(np.prod(value.shape, dtype=np.int64)) * 4
+    return int(value.nbytes)
+
+
+def make_partial_dir(prefix: str, parent: Path) -> Path:
+    """A fresh temporary directory under ``parent`` with the mode a plain ``mkdir`` would get
+    (``tempfile.mkdtemp`` makes it 0700 whatever the umask, and it becomes the output by rename)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
 def is_artifact(path: PathLike) -> bool:
     p = Path(path) / MANIFEST
     try:
@@ -250,7 +261,28 @@ def check_output_dir(out_dir: PathLike, overwrite: bool) -> Path:
                                     "choose another --out (pared never replaces other files)")
             if not overwrite:
                 raise ArtifactError(f"output directory {str(out)!r} already holds an artifact; pass --overwrite to replace it")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ArtifactError(f"cannot write the output {str(out)!r}: {str(parent)!r} is a file, not a directory; "
+                            "choose another --out")
+    try:  # the artifact is written next to ``out`` and renamed into place: try that now, not after the work
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = make_partial_dir(f".{out.name}.probe-{os.getpid()}-", out.parent)
+        probe.rmdir()
+    except OSError as e:
+        raise ArtifactError(f"cannot write the output {str(out)!r}: {e.strerror or e} (in {str(parent or out.parent)!r}); "
+                            "choose another --out") from None
     return out
+
+
+def check_free_space(out_dir: PathLike, needed_bytes: int) -> None:
+    """Refuse before the work when the disk holding ``out_dir`` has less than ``needed_bytes`` free."""
+    out = Path(out_dir).absolute()
+    parent = next((p for p in [out, *out.parents] if p.exists()), out.parent)
+    free = shutil.disk_usage(parent).free
+    if free < needed_bytes:
+        raise ArtifactError(f"not enough free disk space for {str(out)!r}: {free / 2**20:.1f} MiB free, the artifact "
+                            f"needs up to {needed_bytes / 2**20:.1f} MiB; free some space or choose another --out")
 
 
 def save_artifact(
@@ -266,6 +298,7 @@ def save_artifact(
     metrics: Optional[Mapping[str, Any]] = None,
     extra: Optional[Callable[[Path], None]] = None,
     overwrite: bool = False,
+    dense_bytes: Optional[Mapping[str, int]] = None,
 ) -> Path:
     """Write ``graph`` (with its weights) as an artifact directory, atomically.
 
@@ -280,6 +313,8 @@ def save_artifact(
         extra: ``extra(tmpdir)`` writes more files (plots, html, a tokenizer) before the manifest;
             they are checksummed with the rest.
         overwrite: replace an existing artifact at ``out_dir``.
+        dense_bytes: each weight's size in the original model, by name; a compressed weight missing
+            from it counts 4 bytes (float32) per element.
 
     Returns the artifact path.
     """
@@ -291,7 +326,7 @@ def save_artifact(
     _clean_stale_partials(out)
     prefix = f".{out.name}.partial-{os.getpid()}-"
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
+        tmp = make_partial_dir(prefix, out.parent)
         (tmp / GRAPH_FILE).write_text(print_graph(graph))
         tensors_meta, stored = {}, {}
         for p in graph.params:
@@ -301,7 +336,7 @@ def save_artifact(
             tensors_meta[p.name] = {
                 "dtype": value.dtype.name, "shape": list(value.shape), "codec": codec,
                 "stored_bytes": int(sum(a.nbytes for a in parts.values())),
-                "dense_bytes": int(value.nbytes),
+                "dense_bytes": _dense_size(p, value, dense_bytes),
                 "sha256": {k: sha256_bytes(np.ascontiguousarray(a).tobytes()) for k, a in parts.items()},
             }
         st.save(tmp / WEIGHTS_FILE, stored, metadata={"format": FORMAT, "pared_version": __version__})
@@ -395,9 +430,17 @@ def read_manifest(path: PathLike) -> dict:
         raise ArtifactError(f"{m}: corrupted ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArtifactError(f"{m}: not a pared artifact manifest (format is {manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise ArtifactError(f"{m}: format version {manifest['format_version']} is newer than this pared "
+    version = manifest.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise ArtifactError(f"{m}: format version {version} is newer than this pared "
                             f"({__version__}, reads version {FORMAT_VERSION}); upgrade pared")
+    problem = check_manifest(manifest)
+    if problem is None:
+        missing = [f for f in (GRAPH_FILE, WEIGHTS_FILE) if f not in manifest["files"]]
+        problem = f"manifest.files: {missing[0]!r} is not listed" if missing else None
+    if problem:
+        raise ArtifactError(f"{m}: invalid: {problem}; the artifact was edited or damaged "
+                            "(write it again with pared compress)")
     return manifest
 
 
@@ -405,7 +448,7 @@ def verify_artifact(path: PathLike, manifest: Optional[dict] = None) -> dict:
     """Check every file's size and checksum against the manifest; returns the manifest."""
     d = Path(path)
     manifest = manifest or read_manifest(d)
-    for rel, info in manifest.get("files", {}).items():
+    for rel, info in manifest["files"].items():
         f = d / rel
         if not f.is_file():
             raise ArtifactError(f"{f}: missing (listed in {MANIFEST})")
@@ -442,7 +485,7 @@ def load_artifact(path: PathLike, *, check: bool = True) -> Artifact:
         raise ArtifactError(str(e)) from None
     weights = {}
     for p in graph.params:
-        meta = manifest.get("tensors", {}).get(p.name)
+        meta = manifest["tensors"].get(p.name)
         if meta is None:
             raise ArtifactError(f"{MANIFEST}: no entry for param @{p.name} declared in {GRAPH_FILE}")
         for key, digest in meta["sha256"].items():

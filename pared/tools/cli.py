@@ -49,6 +49,17 @@ def _user_errors() -> tuple:
             RecipeError, SafetensorsError, TextDataError)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of samples, windows or repeats)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -67,8 +78,9 @@ def _default_calib() -> str:
 
 
 def cmd_compress(a: argparse.Namespace) -> int:
-    from .artifact import check_output_dir
-    from .models import resolve_model
+    from ..compiler.instruments import PassError
+    from .artifact import check_free_space, check_output_dir
+    from .models import ModelError, resolve_model
     from .offline import compress_model, measure, parse_recipe, save_result
     from .report import format_bytes
     from .textdata import load_texts
@@ -78,9 +90,23 @@ def cmd_compress(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     _log(f"loading {a.model} ...")
     lm = resolve_model(a.model, seq_len=a.seq_len)
+    dense_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    check_free_space(a.out, dense_bytes + (16 << 20))  # never more than the dense weights + tokenizer files
+    if a.calib not in (None, "none", "") and lm.tokenizer is None:
+        raise ModelError(f"--calib {a.calib!r} is text, and model {a.model!r} has no tokenizer to turn it into inputs; "
+                         "drop --calib (data-free recipes), or pass calibration batches through the Python API: "
+                         "pared.compress(model, example, recipe=..., calibration=[...])")
     calib = None if a.calib in ("none", "") else (a.calib or (_default_calib() if lm.tokenizer is not None else None))
     _log(f"compressing {lm.name} ({type(lm.model).__name__}) with {a.recipe!r}")
-    result = compress_model(lm, a.recipe, calib, n_calib=a.n_calib, log=_log)
+    try:
+        result = compress_model(lm, a.recipe, calib, n_calib=a.n_calib, log=_log)
+    except PassError as e:
+        if calib is None and "needs calibration data" in str(e):
+            why = ("model has no tokenizer, so the CLI cannot make calibration inputs; use the Python API: "
+                   "pared.compress(model, example, recipe=..., calibration=[...])" if lm.tokenizer is None else
+                   "--calib none was given; drop it (the default calibrates on Wikipedia text)")
+            raise ModelError(f"recipe {a.recipe!r} needs calibration data: {why}") from None
+        raise
     metrics = {}
     if not a.no_eval:
         eval_src = a.eval_text or (_default_calib() if lm.tokenizer is not None else "builtin")
@@ -175,9 +201,17 @@ def cmd_bench(a: argparse.Namespace) -> int:
     kw = bench_inputs(lm, texts, batch=a.batch, seq_len=a.seq_len)
     ins = lm.graph_inputs(kw)
     fn = art.compile(a.backend)
-    call = (lambda: fn(*ins)) if a.backend == "torch" else (lambda: fn(*[x.numpy() for x in ins]))
+    if a.backend == "torch":
+        call = lambda: fn(*ins)
+    else:
+        np_ins = [x.numpy() for x in ins]
+        call = lambda: fn(*np_ins)
+        if a.backend == "xla":  # XLA dispatches asynchronously: time until the results exist
+            import jax
+
+            call = lambda: jax.block_until_ready(fn(*np_ins))
     with torch.no_grad():
-        eager = time_fn(lambda: lm.model(**kw), repeat=a.repeat)
+        eager = time_fn(lambda: lm.call(kw), repeat=a.repeat)
     comp = time_fn(call, repeat=a.repeat)
     print(f"input {({k: list(v.shape) for k, v in kw.items()})}, {torch.get_num_threads()} threads")
     print(f"{'original (eager torch)':<28}{eager:>10.2f} ms")
@@ -211,7 +245,7 @@ def describe_pass(cls) -> list[str]:
 
 
 def cmd_passes(a: argparse.Namespace) -> int:
-    from ..compiler.presets import PLANNED, PRESETS, register_builtin_passes
+    from ..compiler.presets import PRESETS, register_builtin_passes
     from ..passes.base import available_passes, get_pass
 
     register_builtin_passes()
@@ -220,10 +254,6 @@ def cmd_passes(a: argparse.Namespace) -> int:
     print("\npresets:")
     for k, v in PRESETS.items():
         print(f"    {k:<16} {v}")
-    if PLANNED:
-        print("planned presets (their passes are not registered yet):")
-        for k, v in PLANNED.items():
-            print(f"    {k:<16} {v}")
     return 0
 
 
@@ -246,12 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--recipe", "-r", required=True, help="preset, pipeline string, or YAML recipe file")
     c.add_argument("--calib", help="calibration text: 'wikipedia', 'builtin', a text file, literal text, or 'none' "
                                    "(default: wikipedia when installed)")
-    c.add_argument("--n-calib", type=int, default=32, help="calibration samples (sentences or windows)")
+    c.add_argument("--n-calib", type=_positive_int, default=32, help="calibration samples (sentences or windows)")
     c.add_argument("--out", "-o", required=True, help="output artifact directory")
     c.add_argument("--overwrite", action="store_true", help="replace an existing artifact at --out")
     c.add_argument("--eval-text", help="evaluation text source (default: the held-out half of wikipedia)")
-    c.add_argument("--n-eval", type=int, default=64)
-    c.add_argument("--seq-len", type=int, default=128)
+    c.add_argument("--n-eval", type=_positive_int, default=64)
+    c.add_argument("--seq-len", type=_positive_int, default=128)
     c.add_argument("--no-eval", action="store_true", help="skip the quality and speed measurement")
     c.add_argument("--no-bench", action="store_true", help="skip the speed measurement")
     c.set_defaults(fn=cmd_compress)
@@ -265,16 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dir")
     e.add_argument("--backend", default="torch", choices=("torch", "reference", "xla"))
     e.add_argument("--text", help="evaluation text source")
-    e.add_argument("-n", type=int, default=64, help="sentences (encoders) or 8x windows (causal LMs)")
-    e.add_argument("--seq-len", type=int, default=128)
+    e.add_argument("-n", type=_positive_int, default=64, help="sentences (encoders) or 8x windows (causal LMs)")
+    e.add_argument("--seq-len", type=_positive_int, default=128)
     e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="speed of an artifact against the original model")
     b.add_argument("dir")
     b.add_argument("--backend", default="torch", choices=("torch", "reference", "xla"))
-    b.add_argument("--batch", type=int, default=8)
-    b.add_argument("--seq-len", type=int, default=128)
-    b.add_argument("--repeat", type=int, default=10)
+    b.add_argument("--batch", type=_positive_int, default=8)
+    b.add_argument("--seq-len", type=_positive_int, default=128)
+    b.add_argument("--repeat", type=_positive_int, default=10)
     b.set_defaults(fn=cmd_bench)
 
     x = sub.add_parser("export", help="export an artifact: HF checkpoint (dense) or compressed-tensors")

@@ -19,14 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from . import safetensors_io as st
-from .artifact import Artifact, ArtifactError
+from .artifact import Artifact, ArtifactError, make_partial_dir
 
 FORMATS = ("hf", "int-quantized", "pack-quantized")
 
@@ -74,13 +73,29 @@ def dense_weights(graph) -> dict[str, np.ndarray]:
     return out
 
 
-def _prepare(out: Any, overwrite: bool) -> tuple[Path, Path]:
+MARKER = "pared_export.json"
+"""Written into every export; ``--overwrite`` replaces only a directory that holds it."""
+
+
+def _prepare(out: Any, overwrite: bool, source: Path) -> tuple[Path, Path]:
+    """Check ``out`` before any work: never the source artifact, never inside or around it, and
+    ``overwrite`` replaces only an earlier export (a directory holding :data:`MARKER`)."""
     out = Path(out).absolute()
+    src = Path(source).resolve()
+    real = out.resolve()
+    if real == src or src in real.parents or real in src.parents:
+        raise ExportError(f"--out {str(out)!r} is the source artifact {str(src)!r} or contains it or lies inside it; "
+                          "choose an output directory outside the artifact")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"output {str(out)!r} exists and is not a directory; choose another --out")
     if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise ExportError(f"output directory {str(out)!r} exists, is not empty and is not a pared export; "
+                              "choose another --out (pared never replaces other files)")
         if not overwrite:
-            raise ExportError(f"{out} exists and is not empty; pass --overwrite to replace it")
+            raise ExportError(f"{out} already holds a pared export; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    tmp = make_partial_dir(f".{out.name}.partial-{os.getpid()}-", out.parent)
     return out, tmp
 
 
@@ -111,7 +126,7 @@ def export(art: Artifact, out: Any, fmt: str = "hf", *, overwrite: bool = False)
         raise ExportError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     if not isinstance(art, Artifact):
         raise ArtifactError("export() takes a loaded Artifact (pared.tools.artifact.load_artifact)")
-    out, tmp = _prepare(out, overwrite)
+    out, tmp = _prepare(out, overwrite, art.path)
     try:
         config = _copy_model_files(art, tmp)
         if fmt == "hf":
@@ -121,6 +136,7 @@ def export(art: Artifact, out: Any, fmt: str = "hf", *, overwrite: bool = False)
             config["quantization_config"] = qconfig
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         st.save(tmp / "model.safetensors", tensors, metadata={"format": "pt"})
+        (tmp / MARKER).write_text(json.dumps({"format": fmt, "source": str(art.path), "recipe": art.recipe}, indent=2))
         _commit(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -125,6 +125,13 @@ class LoadedModel:
         enc = self.encode(sents, seq_len)  # one padded length for every batch
         return [{k: v[i:i + batch] for k, v in enc.items()} for i in range(0, len(sents), batch)]
 
+    def call(self, inputs: dict):
+        """The original model on inputs as :func:`pared.tools.offline.bench_inputs` gives them:
+        keyword tensors, or positional ones named ``arg0, arg1, ...`` (a factory's example tuple)."""
+        if self.example_kwargs:
+            return self.model(**inputs)
+        return self.model(*inputs.values())
+
     def graph_inputs(self, kwargs: dict) -> list:
         """Keyword inputs in the compiled graph's order (the example call's keyword order)."""
         if not self.example_kwargs:
@@ -313,7 +320,10 @@ def _factory(spec: str, seq_len: int) -> LoadedModel:
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise ModelError(f"MODEL {spec!r}: module {mod_name!r} has no callable {fn_name!r}")
-    made = fn()
+    try:
+        made = fn()
+    except Exception as e:  # noqa: BLE001 - the user's factory
+        raise ModelError(f"MODEL {spec!r}: {fn_name}() raised {type(e).__name__}: {e}") from e
     example = None
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
         made, example = made
@@ -332,5 +342,11 @@ def _factory(spec: str, seq_len: int) -> LoadedModel:
     if isinstance(example, dict):
         lm.example_kwargs = dict(example)
     else:
-        lm.example_args = example if isinstance(example, tuple) else (example,)
+        lm.example_args = tuple(example) if isinstance(example, (tuple, list)) else (example,)
+    from ..compiler.torch_api import check_example
+
+    try:
+        check_example(lm.model, lm.example_args, lm.example_kwargs, f"the example inputs of {fn_name}()")
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"MODEL {spec!r}: {e}") from None
     return lm

@@ -39,20 +39,26 @@ class RecipeError(ValueError):
 
 
 def parse_recipe(spec: Any) -> tuple[list[Pass], str]:
-    """(passes, the recipe text as given). ``spec``: a preset name, a pipeline string, a YAML file."""
+    """(passes, the recipe text as given). ``spec``: a preset name, a pipeline string, or a file:
+    YAML (``.yaml``/``.yml``) or a pipeline string in any other file (``recipe.txt``)."""
     register_builtin_passes()
-    if isinstance(spec, (str, Path)) and Path(spec).suffix in (".yaml", ".yml"):
-        p = Path(spec)
-        if not p.is_file():
-            raise RecipeError(f"recipe file {str(p)!r} not found")
-        source = p.read_text()
+    path = Path(spec) if isinstance(spec, (str, Path)) else None
+    is_file = path is not None and path.is_file()
+    if path is not None and not is_file and path.suffix in (".yaml", ".yml", ".txt", ".recipe"):
+        raise RecipeError(f"recipe file {str(path)!r} not found")
+    if is_file and path.suffix not in (".yaml", ".yml"):
+        source = path.read_text()
+        spec = "".join(line.split("#", 1)[0].strip() for line in source.splitlines())  # one pipeline string
+    elif is_file:
+        source = path.read_text()
     else:
         source = str(spec) if isinstance(spec, (str, Path)) else repr(spec)
     try:
         passes = parse_pipeline(spec if not isinstance(spec, Path) else str(spec))
     except PipelineError as e:
-        raise RecipeError(f"bad recipe: {e}\n(presets: {', '.join(sorted(PRESETS))}; `pared passes` lists every pass "
-                          "and its options)") from None
+        where = f" (in {str(path)!r})" if is_file else ""
+        raise RecipeError(f"bad recipe{where}: {e}\n(presets: {', '.join(sorted(PRESETS))}; `pared passes` lists every "
+                          "pass and its options)") from None
     if not passes:
         raise RecipeError(f"recipe {source!r} has no passes")
     return passes, source
@@ -160,8 +166,8 @@ def compress_model(lm: LoadedModel, recipe: Any, calib: Optional[str] = None, *,
 
 def bench_inputs(lm: LoadedModel, texts: Sequence[str], batch: int = 8, seq_len: int = 128) -> dict:
     """Model-level keyword inputs for timing: ``batch`` sequences of up to ``seq_len`` tokens."""
-    if lm.tokenizer is None:
-        return dict(lm.example_kwargs)
+    if lm.tokenizer is None:  # a factory's example call: its keyword or positional tensors
+        return dict(lm.example_kwargs) or {f"arg{k}": v for k, v in enumerate(lm.example_args)}
     if lm.kind == "causal-lm":
         wins = lm.windows(list(texts), batch, seq_len)
         import torch
@@ -197,7 +203,7 @@ def measure(result: CompressResult, eval_texts: Sequence[str], *, n_eval: int = 
         kw = bench_inputs(lm, eval_texts)
         ins = lm.graph_inputs(kw)
         with torch.no_grad():
-            eager = time_fn(lambda: lm.model(**kw), repeat=repeat)
+            eager = time_fn(lambda: lm.call(kw), repeat=repeat)
         dense = time_fn(lambda: result.run_dense(ins), repeat=repeat)
         comp = time_fn(lambda: result.run(ins), repeat=repeat)
         metrics["speed"] = {"input": {k: list(v.shape) for k, v in kw.items()}, "threads": torch.get_num_threads(),
@@ -244,7 +250,7 @@ def save_result(result: CompressResult, out: Any, metrics: Optional[dict] = None
     return save_artifact(out, result.graph, recipe=result.recipe, recipe_source=result.recipe_source,
                          source=lm.source(), input_names=lm.input_names,
                          output_names=_output_names(lm), report_rows=result.report.to_dicts(), metrics=metrics,
-                         extra=extra, overwrite=overwrite)
+                         extra=extra, overwrite=overwrite, dense_bytes=dense_bytes)
 
 
 def _tradeoff_point(label: str, compression: float, quality: dict, dense: bool = False) -> Optional[dict]:

@@ -1,7 +1,9 @@
 """Compression reports: the per-layer table, totals, PNG plots and an HTML page.
 
 :func:`layer_table` turns a compressed graph (plus the rows its passes reported) into one row per
-layer weight: method, measured sparsity, bits, reconstruction error, stored and dense bytes.
+layer weight: method, measured sparsity, bits, reconstruction error, stored and dense bytes, and
+the kernel the cost model picked for it (its ``cost_model`` row, with the timings, stays in the
+report rows).
 :func:`totals` sums them (size, compression, predicted speed-up of weight-bound kernels, and the
 measured numbers when there are some). :func:`write_plots` draws per-layer sparsity and error and
 the quality-vs-compression trade-off with matplotlib (Agg, no display); :func:`write_html` puts
@@ -21,6 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..backends.costmodel.choice import REPORT_PASS as COST_MODEL_PASS
 from ..ir import Graph
 from ..ir.types import Quant, SparseQuant
 
@@ -37,11 +40,12 @@ class LayerRow:
     error: Optional[float]
     stored_bytes: int
     dense_bytes: int
+    kernel: Optional[str] = None  # what the layer runs on, when a backend's cost model decided it
 
     def as_dict(self) -> dict:
         return {"name": self.name, "shape": "x".join(map(str, self.shape)), "method": self.method,
                 "sparsity": self.sparsity, "bits": self.bits, "error": self.error,
-                "bytes": self.stored_bytes, "dense_bytes": self.dense_bytes}
+                "bytes": self.stored_bytes, "dense_bytes": self.dense_bytes, "kernel": self.kernel}
 
 
 QUANT_SUFFIX = ".q"
@@ -81,7 +85,8 @@ def layer_table(graph: Graph, report_rows: Sequence[Mapping[str, Any]] = (), sto
 
     Params named like ``<layer>.scale`` / ``<layer>_zero`` (quantization companions) are folded
     into their layer's bytes. ``dense_bytes`` gives a layer's size before compression (default:
-    fp32 of its shape).
+    fp32 of its shape). A ``cost_model`` row (a backend's kernel decision) gives the layer's
+    ``kernel``; it is not a compression method.
     """
     from ..passes.calibration import find_weight_sites
 
@@ -105,7 +110,9 @@ def layer_table(graph: Graph, report_rows: Sequence[Mapping[str, Any]] = (), sto
     for n in layers:
         value = np.asarray(graph.weights[n])
         t = types[n]
-        rows = [r for r in by_name.get(n, []) if "skipped" not in r]
+        rows = [r for r in by_name.get(n, []) if "skipped" not in r and r.get("pass") != COST_MODEL_PASS]
+        kernel = next((str(r["kernel"]) for r in reversed(by_name.get(n, []))
+                       if r.get("pass") == COST_MODEL_PASS and "kernel" in r), None)
         methods = []
         for r in rows:
             m = r.get("method") or (f"{r.get('pass')}:{_quant_label(r)}" if "bits" in r else r.get("pass"))
@@ -124,7 +131,8 @@ def layer_table(graph: Graph, report_rows: Sequence[Mapping[str, Any]] = (), sto
         shape = tuple(int(d) for d in value.shape)
         dense = (dense_bytes or {}).get(n, int(np.prod(shape, dtype=np.int64)) * 4)
         sparsity = float(np.mean(value == 0)) if value.dtype.kind in "fiu" and value.size else 0.0
-        out.append(LayerRow(_base(n), shape, method, sparsity, _bits(t, value), errors[-1] if errors else None, int(stored), int(dense)))
+        out.append(LayerRow(_base(n), shape, method, sparsity, _bits(t, value), errors[-1] if errors else None,
+                            int(stored), int(dense), kernel))
     return out
 
 
@@ -178,11 +186,15 @@ def format_bytes(n: float) -> str:
 
 
 def format_table(rows: Sequence[LayerRow]) -> str:
-    """The per-layer table as aligned text."""
+    """The per-layer table as aligned text (with a ``kernel`` column when a cost model chose kernels)."""
     head = ["layer", "shape", "method", "sparsity", "bits", "error", "bytes", "dense"]
     cells = [[r.name, "x".join(map(str, r.shape)), r.method, f"{r.sparsity:.3f}", str(r.bits),
               "-" if r.error is None else f"{r.error:.4f}", format_bytes(r.stored_bytes), format_bytes(r.dense_bytes)]
              for r in rows]
+    if any(r.kernel is not None for r in rows):
+        head.append("kernel")
+        for c, r in zip(cells, rows):
+            c.append(r.kernel or "-")
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines.append("  ".join("-" * w for w in widths))
@@ -296,12 +308,15 @@ def write_html(path: Path, *, title: str, summary: Mapping[str, Any], rows: Sequ
             continue
         data = base64.b64encode(Path(img).read_bytes()).decode()
         parts.append(f"<h2>{e(name)}</h2><img alt='{e(name)}' src='data:image/png;base64,{data}'>")
+    kernels = any(r.kernel is not None for r in rows)
     parts.append("<h2>Per-layer table</h2><table><tr>" + "".join(
-        f"<th>{h}</th>" for h in ("layer", "shape", "method", "sparsity", "bits", "error", "bytes", "dense bytes")) + "</tr>")
+        f"<th>{h}</th>" for h in ("layer", "shape", "method", "sparsity", "bits", "error", "bytes", "dense bytes")
+        + (("kernel",) if kernels else ())) + "</tr>")
     for r in rows:
         parts.append(f"<tr><td>{e(r.name)}</td><td>{'x'.join(map(str, r.shape))}</td><td>{e(r.method)}</td>"
                      f"<td>{r.sparsity:.3f}</td><td>{r.bits}</td><td>{'-' if r.error is None else f'{r.error:.4f}'}</td>"
-                     f"<td>{format_bytes(r.stored_bytes)}</td><td>{format_bytes(r.dense_bytes)}</td></tr>")
+                     f"<td>{format_bytes(r.stored_bytes)}</td><td>{format_bytes(r.dense_bytes)}</td>"
+                     + (f"<td>{e(r.kernel or '-')}</td>" if kernels else "") + "</tr>")
     parts.append("</table></body></html>")
     path = Path(path)
     path.write_text("\n".join(parts))

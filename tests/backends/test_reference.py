@@ -70,6 +70,21 @@ def test_failing_equation_is_named():
         run_graph(g, [np.zeros(4, np.float32)])
 
 
+def test_opaque_calls_back_the_given_callable():
+    b = I.GraphBuilder()
+    x = b.input(["B", 4])
+    y = b.opaque(x, target="aten.foo#0", out_types=((I.dtypes.f32, ("B", 4)), (I.dtypes.i64, ("B",))))
+    g = b.build(b.mul(y[0], 2.0), y[1])
+    x0 = np.arange(8, dtype=np.float32).reshape(2, 4)
+    out, idx = run_graph(g, [x0], opaque={"aten.foo#0": lambda a: (np.cumsum(a, 1), a.argmax(1))})
+    np.testing.assert_array_equal(out, 2 * np.cumsum(x0, 1))
+    assert idx.dtype == np.int64 and idx.tolist() == [3, 3]
+    with pytest.raises(InterpreterError, match="output of opaque"):  # a result of the wrong shape is caught
+        run_graph(g, [x0], opaque={"aten.foo#0": lambda a: (a[:1], a.argmax(1))})
+    with pytest.raises(InterpreterError, match=r"pass run_graph\(opaque="):
+        run_graph(g, [x0], opaque={"aten.bar#0": np.negative})
+
+
 def test_emulated_dtype_rounding_between_ops():
     b = I.GraphBuilder()
     x = b.input([3], "bf16")

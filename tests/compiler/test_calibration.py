@@ -5,6 +5,7 @@ import pytest
 
 from pared.backends.executors import make_executor
 from pared.ir import GraphBuilder, sym
+from pared.ir.build import literal
 from pared.passes.calibration import (
     CalibrationRequest,
     Statistic,
@@ -161,3 +162,24 @@ def test_cross_without_sequential_is_the_hessian():
 
     got, _ = collect("reference", names=("hessian", "cross"), rewrite=halve, sequential=False)
     np.testing.assert_allclose(got["o.weight"]["cross"], got["o.weight"]["hessian"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_batches_of_different_sizes_whose_shapes_only_symbols_carry(backend):
+    """A value shaped by symbols alone (a literal broadcast to [B, 16]) in batches of 8 and 2 rows:
+    each batch gets its own lowering (a short last batch, e.g. ``--n-calib 10``, once reused the
+    first batch's and failed with ``symbol B is 2 elsewhere but 8 here``)."""
+    b = GraphBuilder()
+    x = b.input([sym("B"), 16])
+    w = b.param("fc.weight", RNG.standard_normal((16, 16)).astype(np.float32))
+    ones = b.broadcast_in_dim(literal(1.0), shape=(sym("B"), 16), dims=())
+    y = b.dot_general(b.add(x, ones), w, contract=((1,), (1,)))
+    g = b.build(y)
+    xs = [RNG.standard_normal((n, 16)).astype(np.float32) for n in (8, 2)]
+    got = {}
+    (site,) = find_weight_sites(g)
+    run_calibration(g, normalize_batches(g, xs), CalibrationRequest("t", [site], lambda s: ("hessian",),
+                    lambda s, w, st: got.update(st)), make_executor(g, backend), progress=False, log=lambda s: None)
+    x1 = np.concatenate(xs) + 1.0
+    assert got["count"] == 10
+    np.testing.assert_allclose(got["hessian"], x1.T.astype(np.float64) @ x1, rtol=1e-5)

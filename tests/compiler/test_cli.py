@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pared.compiler.pipeline import PRESETS, parse_pipeline
-from pared.compiler.presets import PLANNED, register_builtin_passes
+from pared.compiler.presets import register_builtin_passes
 from pared.passes.base import available_passes
 from pared.tools.artifact import MANIFEST, load_artifact
 from pared.tools.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
@@ -27,11 +27,6 @@ def test_every_preset_parses_against_the_registry(name):
     passes = parse_pipeline(name)
     assert passes and all(p.name in available_passes() for p in passes)
     assert parse_pipeline(f"{name},dce")[-1].name == "dce"  # usable inside a pipeline string
-
-
-def test_planned_presets_are_not_silently_missing():
-    for name in PLANNED:
-        assert name not in PRESETS  # a landed preset moves to PRESETS (and then the test above checks it)
 
 
 def test_passes_lists_options_and_presets(capsys):

@@ -101,6 +101,92 @@ def test_unknown_op_is_opaque_and_reported():
     assert any(e.op == "dot_general" and isinstance(e.inputs[1], Param) for e in c.graph.eqns)
 
 
+def test_opaque_call_runs_through_torch_on_the_reference_target():
+    model = Unknown().eval()
+    x = torch.randn(3, 8)
+    be, out = compile_once(model, x, target="reference")
+    torch.testing.assert_close(out, model(x), rtol=1e-6, atol=1e-6)
+    rows = [r for r in be.compiled[0].report if r.pass_name == "reference"]
+    assert [(r.name, r.fields["ran"]) for r in rows] == [("cumprod#0", "through torch")]
+    assert "cumprod" in rows[0].fields["where"]
+
+
+class Constants(nn.Module):
+    """Tensors made from Python values, as HF's mask and cache code makes them."""
+
+    def forward(self, x):
+        window = torch.tensor(4, dtype=torch.int64)  # a 0-d constant
+        empty = torch.tensor([], dtype=torch.float32)  # an empty cache entry, concatenated away
+        table = torch.tensor([[1.0, -2.0], [0.5, 3.0]])  # distinct values: a graph constant
+        ramp = torch.linspace(0.0, 1.0, 8)  # no rule: folded at import time
+        y = torch.cat([empty, x.flatten()]).view(x.shape)
+        return (y + ramp) * window, table @ x[:2, :2], torch.eye(2) + torch.full((2, 2), 0.5)
+
+
+def test_constants_are_imported_as_constants():
+    model = Constants()
+    x = torch.randn(4, 8)
+    for target in ("torch", "reference"):
+        torch._dynamo.reset()
+        be, out = compile_once(model, x, target=target)
+        for o, r in zip(out, model(x)):
+            torch.testing.assert_close(o, r)
+    c = be.compiled[0]
+    assert not c.imported.opaque, c.report.table()
+    consts = {p.name: c.graph.weight(p.name) for p in c.graph.params}
+    assert sorted(consts) == ["const.eye", "const.ramp", "const.table"]  # uniform values are broadcast Literals
+    np.testing.assert_array_equal(consts["const.table"], [[1.0, -2.0], [0.5, 3.0]])
+    fills = [e for e in c.graph.eqns if e.op == "broadcast_in_dim" and e.loc in ("window", "empty", "full")]
+    assert sorted((e.loc, e.out.type.shape) for e in fills) == [("empty", (0,)), ("full", (2, 2)), ("window", ())]
+
+
+def test_seeded_calls_are_not_folded():
+    class Noisy(nn.Module):
+        def forward(self, x):
+            return x + torch.randn(8)
+
+    be, _ = compile_once(Noisy(), torch.randn(2, 8))
+    c = be.compiled[0]
+    assert list(c.imported.opaque_counts) == ["randn"] and not c.graph.params
+
+
+def test_torch_tensor_of_sizes_stays_symbolic():
+    class Sizes(nn.Module):
+        def forward(self, x):
+            return x * torch.tensor([x.shape[0], 3], dtype=torch.float32) + torch.tensor(x.shape[0])
+
+    be = backend(strict=True, target="reference")
+    f = torch.compile(Sizes(), backend=be)
+    for n in (2, 5):
+        x = torch.randn(n, 2)
+        torch._dynamo.mark_dynamic(x, 0)
+        torch.testing.assert_close(f(x), Sizes()(x))
+    (c,) = be.compiled
+    assert isinstance(c.graph.inputs[0].type.shape[0], D.Sym)
+    assert not c.imported.opaque and not c.graph.params
+
+
+def test_fully_masked_attention_rows_give_zeros():
+    """torch's SDPA gives zeros for a query whose every key is masked; so does the import, with
+    or without attention fusion (the reference target runs the unfused decomposition)."""
+
+    class Attn(nn.Module):
+        def forward(self, q, mask):
+            return nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+    q = torch.randn(1, 2, 4, 8)
+    mask = torch.ones(4, 4, dtype=torch.bool).tril()
+    mask[1] = False
+    for m in (mask, torch.zeros(4, 4).masked_fill(~mask, float("-inf"))):
+        for target in ("torch", "reference"):
+            torch._dynamo.reset()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # numpy: the masked row's softmax
+                _, out = compile_once(Attn(), q, m, target=target)
+            torch.testing.assert_close(out, Attn()(q, m))
+            assert not out[:, :, 1].any()
+
+
 def test_graph_break_compiles_each_graph():
     class Broken(nn.Module):
         def __init__(self):

@@ -145,3 +145,32 @@ ZOO = {
     "hf_llama": hf_llama,
     "hf_gpt2": hf_gpt2,
 }
+
+
+# -- causal LMs as a new user builds them: default config (the KV cache on), tiny and seeded -----
+
+_LM = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
+CAUSAL_LM_VOCAB = 128
+
+CAUSAL_LMS = {  # name -> (config class, model class, config kwargs); all from transformers
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(_LM, num_key_value_heads=2)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(_LM, num_key_value_heads=2, sliding_window=4)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(_LM, num_key_value_heads=2)),
+    "phi": ("PhiConfig", "PhiForCausalLM", dict(_LM, partial_rotary_factor=0.5)),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(_LM, num_key_value_heads=1, head_dim=8)),
+    "opt": ("OPTConfig", "OPTForCausalLM", dict(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                                                max_position_embeddings=64, word_embed_proj_dim=32)),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(_LM, rotary_pct=0.5)),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                                   bos_token_id=0, eos_token_id=0)),
+}
+
+
+def causal_lm(name: str):
+    """A tiny random causal LM from ``CAUSAL_LMS`` and a (2, 8) batch of token ids."""
+    import transformers
+
+    config_cls, model_cls, kw = CAUSAL_LMS[name]
+    torch.manual_seed(0)
+    cfg = getattr(transformers, config_cls)(vocab_size=CAUSAL_LM_VOCAB, **kw)
+    return getattr(transformers, model_cls)(cfg).eval(), (_ids(CAUSAL_LM_VOCAB),)

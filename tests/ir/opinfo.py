@@ -23,6 +23,10 @@ from pared.ir.dtypes import DType
 from .opinfo_qlinear import qlinear_ref, qlinear_samples
 from .opinfo_sparse import densify_nm_ref, densify_nm_samples
 
+# Relative and absolute tolerance per output dtype: ~2 units in the last place for the narrow
+# formats (the reference rounds once from float64; so does the op), looser for accumulating f32.
+TOL = {"f64": 1e-10, "f32": 1e-5, "f16": 2 * 2**-10, "bf16": 2 * 2**-7, "f8e4m3": 2 * 2**-3, "f8e5m2": 2 * 2**-2}
+
 
 @dataclass(frozen=True)
 class Sample:

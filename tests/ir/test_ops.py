@@ -16,14 +16,12 @@ import pared.ir as I
 from pared.backends.reference import InterpreterError, run_graph
 from pared.ir import GraphBuilder, TensorType, eqn_cost, make_eqn, sym, tensor
 from pared.ir import dtypes as DT
+from pared.ir.opdef import ops_with
 from pared.ir.ops.unary import erf
 
-from .opinfo import FLOAT_UNARY, OPINFOS, SIGNED_UNARY, arr
+from .opinfo import FLOAT_UNARY, OPINFOS, SIGNED_UNARY, TOL, arr
 from .opinfo_qlinear import QLINEAR_SYMBOLIC
 
-# Relative and absolute tolerance per output dtype: ~2 units in the last place for the narrow
-# formats (the reference rounds once from float64; so does the op), looser for accumulating f32.
-TOL = {"f64": 1e-10, "f32": 1e-5, "f16": 2 * 2**-10, "bf16": 2 * 2**-7, "f8e4m3": 2 * 2**-3, "f8e5m2": 2 * 2**-2}
 TESTED = sorted(set(I.OPS) - {"opaque"})
 
 
@@ -83,6 +81,17 @@ def test_every_op_is_documented():
     for name, op in I.OPS.items():
         assert op.doc, f"{name} has no doc"
         assert all(isinstance(d, I.DType) for d in op.dtypes), name
+
+
+def test_traits_are_queried_not_listed():
+    assert ops_with("free") == {"reshape", "transpose", "broadcast_in_dim"}
+    assert ops_with("row", "reduction") == {"reduce_sum", "reduce_max", "reduce_min", "reduce_mean"}
+    assert I.get_op("dequantize").has("elementwise") and I.get_op("dequantize").has("quant")
+    assert all(I.OPS[n].arity in (1, 2, 3, (2, 3)) for n in ops_with("elementwise"))
+    with pytest.raises(ValueError, match="unknown trait 'rows'"):
+        I.get_op("softmax").has("rows")
+    with pytest.raises(ValueError, match="unknown trait"):
+        I.OpDef("probe", lambda ts, attrs: ts, None, traits={"elementwize"})
 
 
 @pytest.mark.parametrize("name", [n for n in TESTED if I.OPS[n].commutative])

@@ -1,13 +1,16 @@
-"""Evaluate a Graph with each op's numpy reference implementation.
+"""Evaluate a Graph with each op's numpy reference implementation (the ``reference`` backend).
 
 An environment loop in the style of ``jax.core.eval_jaxpr``: values live in a dict keyed by
 Var and are dropped after their last use, so peak memory is the live set, not the whole graph.
-Symbolic dims are bound from the actual input shapes and checked for consistency.
+Symbolic dims are bound from the actual input shapes and checked for consistency. Each equation
+runs its ``reference`` rule of the lowering table (:mod:`pared.backends.lowering`): for every op
+with one, its numpy definition ``OpDef.impl``; for ``opaque``, the caller's callable.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -15,8 +18,9 @@ from ...ir import shapes
 from ...ir.core import Eqn, Graph, Literal, Param, Var
 from ...ir.dtypes import round_to
 from ...ir.errors import BindError, IRError
-from ...ir.opdef import get_op
+from ...ir.opdef import OPS, get_op
 from ...ir.shapes import resolve_dims
+from ..lowering import lower_eqn, register_lowering
 
 
 class InterpreterError(IRError):
@@ -54,12 +58,15 @@ def run_graph(
     inputs: Sequence[Any],
     weights: Optional[Mapping[str, Any]] = None,
     *,
+    opaque: Optional[Mapping[str, Callable]] = None,
     _outer: Optional[dict] = None,
     _symbols: Optional[dict[str, int]] = None,
 ) -> list[np.ndarray]:
     """Run ``graph`` on numpy-convertible ``inputs``; returns the outputs as numpy arrays.
 
     ``weights`` overrides/extends ``graph.weights`` (e.g. for a graph parsed from text).
+    ``opaque`` maps an ``opaque`` equation's ``target`` to a callable on numpy arrays (the
+    frontend's framework call, converted at its boundary) run in its place.
     """
     if len(inputs) != len(graph.inputs):
         raise InterpreterError(f"graph takes {len(graph.inputs)} inputs, got {len(inputs)}")
@@ -83,7 +90,7 @@ def run_graph(
     frees = _last_uses(graph)
     for i, eqn in enumerate(graph.eqns):
         try:
-            outs = _eval_eqn(eqn, [read(a) for a in eqn.inputs], syms, table, env)
+            outs = _eval_eqn(eqn, [read(a) for a in eqn.inputs], syms, table, env, opaque or {})
         except InterpreterError:
             raise
         except Exception as e:
@@ -95,15 +102,51 @@ def run_graph(
     return [read(a) for a in graph.outputs]
 
 
-def _eval_eqn(eqn: Eqn, args: list, syms: dict[str, int], table, env) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class Evaluation:
+    """The reference backend's lowering state (its rules' ``ctx``): the symbols bound so far, the
+    callables for ``opaque`` targets, and ``evaluate(graph, args)`` for sub-graphs (same weights)."""
+
+    symbols: dict[str, int]
+    opaque: Mapping[str, Callable]
+    evaluate: Callable[[Graph, Sequence], list]
+
+
+def evaluate_impl(ctx: Evaluation, eqn: Eqn, *arrays):
+    """The reference rule of every op: its numpy definition ``OpDef.impl``, symbolic dims in its
+    attributes resolved (region ops also get ``regions`` and ``evaluate``)."""
     op = get_op(eqn.op)
-    if op.impl is None:
-        raise InterpreterError(f"op {eqn.op} has no reference implementation (it runs only on its own backend): {_describe(eqn)}")
-    attrs = {k: resolve_dims(v, syms) for k, v in eqn.attrs.items()}
+    attrs = {k: resolve_dims(v, ctx.symbols) for k, v in eqn.attrs.items()}
     if op.regions:
         attrs["regions"] = eqn.regions
-        attrs["evaluate"] = lambda g, xs: run_graph(g, xs, table, _outer=env, _symbols=syms)
-    res = op.impl(*args, **attrs)
+        attrs["evaluate"] = ctx.evaluate
+    return op.impl(*arrays, **attrs)
+
+
+def _opaque(ctx: Evaluation, eqn: Eqn, *arrays):
+    """A framework call, through the callable ``run_graph(opaque=...)`` has for its target."""
+    call = ctx.opaque.get(eqn.attrs["target"])
+    return NotImplemented if call is None else call(*arrays)
+
+
+def _no_rule(ctx: Evaluation, eqn: Eqn, *arrays):
+    if get_op(eqn.op).impl is not None:  # an op registered after this module was imported
+        return evaluate_impl(ctx, eqn, *arrays)
+    hint = "pass run_graph(opaque={target: callable})" if eqn.op == "opaque" else "it runs only on its own backend"
+    raise InterpreterError(f"op {eqn.op} has no reference implementation ({hint}): {_describe(eqn)}")
+
+
+for _name, _op in OPS.items():
+    if _op.impl is not None:
+        register_lowering(_name, "reference", evaluate_impl)
+register_lowering("opaque", "reference", _opaque)
+
+
+def _eval_eqn(
+    eqn: Eqn, args: list, syms: dict[str, int], table, env, opaque: Mapping[str, Callable]
+) -> list[np.ndarray]:
+    ctx = Evaluation(syms, opaque, lambda g, xs: run_graph(g, xs, table, opaque=opaque, _outer=env, _symbols=syms))
+    res = lower_eqn("reference", ctx, eqn, args, reference=_no_rule)
     res = list(res) if isinstance(res, (tuple, list)) else [res]
     if len(res) != len(eqn.outputs):
         raise InterpreterError(f"{eqn.op} returned {len(res)} values for {len(eqn.outputs)} outputs")

@@ -67,7 +67,10 @@ class TorchExecutor:
         return other
 
     def run(self, i: int, eqn: Eqn, args, syms, weights):
-        key = (i, tuple(_shape(a) if isinstance(a, self.torch.Tensor) else None for a in args))
+        # the lowering is specialised to this batch's shapes: key on the operands' shapes AND the
+        # bound symbols (an op such as broadcast_in_dim or iota takes its shape from them alone)
+        key = (i, tuple(_shape(a) if isinstance(a, self.torch.Tensor) else None for a in args),
+               tuple(sorted(syms.items())))
         if key not in self._fns:
             self._fns[key] = self._build(eqn, syms)
         fn, picks = self._fns[key]

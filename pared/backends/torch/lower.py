@@ -1,8 +1,9 @@
 """Lower a pared Graph to a torch.fx GraphModule (the torch backend).
 
-Each equation becomes one or a few torch calls chosen by the rule table of
-:mod:`pared.backends.torch.ops` (keyed by op name, with a default that runs the op's numpy
-reference, so an unclaimed op is slow but never a crash). Weights become buffers of the module,
+Each equation becomes one or a few torch calls chosen by the torch rules of the lowering table
+(:mod:`pared.backends.lowering`; the rules live in :mod:`.ops` and :mod:`.quantized`). An op
+without a rule, or whose rule declines, runs its decomposition (a ``fused`` region's equations)
+or its numpy reference: slow, never a crash. Weights become buffers of the module,
 on the device the caller names: they are constants of the compiled code. Symbolic dims are read
 from the input shapes at run time (``x.size(i)``), so one module serves every batch size and
 sequence length its graph allows. ``opaque`` equations call the torch callables the frontend kept.
@@ -21,6 +22,10 @@ import torch.fx as fx
 from ...ir import dims as D
 from ...ir.core import Eqn, Graph, Literal, Param, Var
 from ...ir.torch_dtypes import to_torch
+from ..costmodel.choice import Decisions
+from ..lowering import lower_eqn
+from . import quantized  # noqa: F401  (registers the qlinear rule: real int8/int4 CPU kernels)
+from .ops import lower_decomposition, lower_reference
 
 
 class LoweringError(Exception):
@@ -40,9 +45,12 @@ class Lowerer:
         self.root = torch.nn.Module()
         self.env: dict[Var, fx.Node] = {}
         self._buffers: dict[Any, fx.Node] = {}
+        self._params: dict[fx.Node, Param] = {}  # weights become buffers when the module is built
+        self._names: set[str] = set()
         self._syms: dict[str, Any] = {}
         self._sym_sources: dict[str, tuple[fx.Node, int]] = {}
         self.skip: set[int] = set()
+        self.decisions: Decisions = Decisions()  # the cost model's kernel choices, one per quantized layer
         self.users: dict[Var, list[int]] = {}
         for i, e in enumerate(graph.eqns):
             for a in e.inputs:
@@ -80,21 +88,38 @@ class Lowerer:
         return self.value(a)
 
     def param(self, p: Param) -> fx.Node:
+        """The node of a weight. Its tensor is made (on the device) only if some node reads it when
+        the module is built (:meth:`_bind_params`): rules may read raw quantized weights instead."""
         key = ("param", p.name)
         if key not in self._buffers:
+            node = self.fx.get_attr(self._reserve("p_" + p.name))
+            self._params[node] = p
+            self._buffers[key] = node
+        return self._buffers[key]
+
+    def _bind_params(self) -> None:
+        for node, p in self._params.items():
+            if not node.users:
+                self.fx.erase_node(node)
+                continue
             t = self.tensors.get(p.name)
             if t is None:
                 w = self.graph.weight(p.name)
                 t = w if isinstance(w, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(w)))
             t = t.detach().to(device=self.device, dtype=to_torch(p.type.dtype))
-            self._buffers[key] = self._register("p_" + p.name, t)
-        return self._buffers[key]
+            self.root.register_buffer(node.target, t, persistent=False)
 
-    def _register(self, name: str, t: torch.Tensor) -> fx.Node:
+    def _reserve(self, name: str) -> str:
+        """A buffer name derived from ``name`` that no other buffer or module attribute has."""
         safe = re.sub(r"[^A-Za-z0-9_]", "_", name)
         base, k = safe, 1
-        while hasattr(self.root, safe):
+        while hasattr(self.root, safe) or safe in self._names:
             safe, k = f"{base}_{k}", k + 1
+        self._names.add(safe)
+        return safe
+
+    def _register(self, name: str, t: torch.Tensor) -> fx.Node:
+        safe = self._reserve(name)
         self.root.register_buffer(safe, t, persistent=False)
         return self.fx.get_attr(safe)
 
@@ -128,8 +153,6 @@ class Lowerer:
 
     # ---- the walk ----
     def run(self) -> fx.GraphModule:
-        from .ops import LOWER, lower_reference
-
         for i, v in enumerate(self.graph.inputs):
             node = self.fx.placeholder(f"in_{i}")
             self.env[v] = node
@@ -139,19 +162,22 @@ class Lowerer:
         for i, eqn in enumerate(self.graph.eqns):
             if i in self.skip:
                 continue
-            rule = LOWER.get(eqn.op, lower_reference)
             try:
-                out = rule(self, eqn, i)
+                out = self.lower_eqn(eqn)
             except Exception as e:
                 raise LoweringError(f"cannot lower equation {i} ({eqn.op}, {eqn.loc or 'no location'}): {e}") from e
             self.bind(eqn, out)
         outs = tuple(self.tensor(a) for a in self.graph.outputs)
         self.fx.output(outs)
+        self._bind_params()
         gm = fx.GraphModule(self.root, self.fx, class_name="PAREDModule")
-        choices = self.__dict__.get("_qlinear_choices")  # the quantized kernels' cost-model decisions
-        if choices is not None:
-            gm.pared_kernel_decisions = choices.decisions
+        gm.pared_kernel_decisions = self.decisions  # read by costmodel.kernel_choices and the report
         return gm
+
+    def lower_eqn(self, eqn: Eqn):
+        """The FX value(s) of one equation: its torch rule, else its decomposition, else its reference."""
+        inputs = [self.value(a) for a in eqn.inputs]
+        return lower_eqn("torch", self, eqn, inputs, decomposition=lower_decomposition, reference=lower_reference)
 
     def bind(self, eqn: Eqn, out) -> None:
         """Record a rule's result: a node (or tuple of nodes) for the equation's outputs."""
@@ -180,7 +206,3 @@ def lower(graph: Graph, *, device=None, tensors: Optional[Mapping[str, torch.Ten
         opaque: the frontend's side table for ``opaque`` equations (target -> call).
     """
     return Lowerer(graph, device=device, tensors=tensors, opaque=opaque).run()
-
-
-def lower_eqn_error(eqn: Eqn, why: str) -> LoweringError:
-    return LoweringError(f"{eqn.op}: {why}")

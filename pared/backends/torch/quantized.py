@@ -1,7 +1,7 @@
 """torch lowering of ``qlinear`` onto torch's low-precision CPU/GPU kernels, with a cost model.
 
-Importing this module adds a ``qlinear`` entry to the torch backend's lowering table
-(:data:`pared.backends.torch.ops.LOWER`). Each quantized linear becomes one of:
+Importing this module registers the torch backend's ``qlinear`` rule in the lowering table
+(:mod:`pared.backends.lowering`). Each quantized linear becomes one of:
 
 ==============  ==============================================  ===========================================
 kernel          when                                            torch op
@@ -13,11 +13,13 @@ kernel          when                                            torch op
 ``dense``       anything else, or when measured slower          weights dequantized once; ``F.linear``
 ==============  ==============================================  ===========================================
 
-The cost model is a measured micro-benchmark per weight shape: each candidate kernel and the
-dense fp32 ``F.linear`` are timed (best of 7) at M = 1 and M = 128 rows on random data, and a compressed
-kernel is used only when it is no slower than dense at both (a user never gets a slowdown
-silently). Every choice is recorded (:func:`kernel_choices`) and keeping dense where a
-quantized layer was asked for raises a warning that says so. ``use_kernels("compressed")``
+The kernel is picked by the measured chooser of :mod:`pared.backends.costmodel` (a micro-benchmark
+per weight shape: each candidate kernel and the dense fp32 ``F.linear`` are timed, best of 7, at
+the layer's row counts on random data), and a compressed kernel is used only when it is no slower
+than dense at each (a user never gets a slowdown silently). Every choice is a
+:class:`~pared.backends.costmodel.KernelChoice` in ``Lowerer.decisions`` and then in the module's
+``pared_kernel_decisions`` (:func:`kernel_choices` counts them); the compiler turns them into
+report rows and one summary line (a layer kept dense is a decision, not a warning). ``use_kernels("compressed")``
 (a context manager) forces compressed kernels, e.g. to test their numerics.
 
 Numerics follow ``qlinear``'s reference: activations are read at ``act_dtype`` (bf16 for the
@@ -30,39 +32,25 @@ it is then closer to the unquantized function than the reference, by at most bf1
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import time
-import warnings
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...ir.core import Eqn
+from ...ir.core import Eqn, Param
 from ...ir.ops.qops import dequantize_weight, split_inputs
 from ...ir.packing import storage_bits
 from ...ir.torch_dtypes import to_torch
-from .ops import LOWER, absorb_bias, following_bias
+from ..costmodel.choice import KernelChoice, kernel_choices
+from ..costmodel.chooser import Candidate, Gemm, by_policy
+from ..costmodel.measured import MeasuredChooser, probe_rows
+from ..costmodel.policy import POLICIES, kernel_policy, use_kernels
+from ..lowering import register_lowering
+from .bias import absorb_bias, following_bias
 
-POLICIES = ("fastest", "compressed", "dense")
-_POLICY: contextvars.ContextVar[str] = contextvars.ContextVar("pared_qlinear_kernels", default="fastest")
-PROBE_M = (1, 128)
 INT4_GROUPS = (32, 64, 128, 256)
-
-
-@contextlib.contextmanager
-def use_kernels(policy: str):
-    """Within the block, lower qlinear with the measured-fastest kernel (default), always a
-    compressed kernel where one applies, or always dense."""
-    if policy not in POLICIES:
-        raise ValueError(f"kernel policy must be one of {POLICIES}, got {policy!r}")
-    token = _POLICY.set(policy)
-    try:
-        yield
-    finally:
-        _POLICY.reset(token)
+__all__ = ["INT4_GROUPS", "POLICIES", "kernel_choices", "lower_qlinear", "pack_int4", "use_kernels"]
 
 
 # ---- the kernels (plain functions: FX calls them; Inductor can trace them) ---------------------
@@ -159,75 +147,6 @@ def pack_int4(q: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray], grou
     return packed, torch.from_numpy(np.ascontiguousarray(sz)).to(dtype), g, k_pad
 
 
-# ---- the cost model -------------------------------------------------------------------------
-
-
-def _time(fn: Callable, reps: int = 7) -> float:
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts)  # the minimum is robust to preemption on a shared machine
-
-
-def probe_rows(x_type) -> tuple[int, ...]:
-    """The row counts M to measure a linear at: the graph's own M when its input shape is static
-    (a decode step is timed at M=1 only, not at a prefill size it never runs; sizes above
-    PROBE_M's largest are timed there, where the kernels are compute-bound), else PROBE_M."""
-    lead = x_type.shape[:-1]
-    if all(isinstance(d, int) for d in lead):
-        return (min(max(1, int(np.prod(lead, dtype=np.int64))), max(PROBE_M)),)
-    return PROBE_M
-
-
-def measure(candidate: Callable[[torch.Tensor], torch.Tensor], k: int, n: int, dtype=torch.float32,
-            baseline: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, rows=PROBE_M) -> dict:
-    """{M: (candidate seconds, baseline seconds)} for M in ``rows`` (the cost model's data).
-
-    The baseline is what would run instead: dense fp32 for weight-only layers, and for W8A8 the
-    int8 emulation in fp32 (the layer's numerics need quantized activations either way).
-    """
-    if baseline is None:
-        w = torch.randn(n, k, dtype=dtype)
-        baseline = lambda x: F.linear(x, w)  # noqa: E731
-    out = {}
-    with torch.no_grad():
-        for m in rows:
-            x = torch.randn(m, k, dtype=dtype)
-            out[m] = (_time(lambda x=x: candidate(x)), _time(lambda x=x: baseline(x)))
-    return out
-
-
-class _Choices:
-    """Per-lowering cache of measurements and the list of decisions (kept on the Lowerer)."""
-
-    def __init__(self):
-        self.table: dict = {}
-        self.decisions: list[dict] = []
-
-
-def _choices(L) -> _Choices:
-    c = L.__dict__.get("_qlinear_choices")
-    if c is None:
-        c = L.__dict__["_qlinear_choices"] = _Choices()
-    return c
-
-
-KERNEL_PREFIXES = {"int4pack_": "int4pack", "int8pack_": "int8pack", "int_mm_": "int_mm", "dense_": "dense"}
-
-
-def kernel_choices(module) -> dict[str, int]:
-    """How many qlinears of a lowered module run on each kernel (read from its buffer names)."""
-    out: dict[str, int] = {}
-    for bname, _ in module.named_buffers():
-        for prefix, kernel in KERNEL_PREFIXES.items():
-            if bname.startswith(prefix):
-                out[kernel] = out.get(kernel, 0) + 1
-    return out
-
-
 # ---- the lowering rule -----------------------------------------------------------------------
 
 
@@ -247,34 +166,37 @@ def lower_qlinear(L, eqn: Eqn, i: int):
     n, k = q.shape
     xdt = to_torch(x.type.dtype)
     name = q_atom.name
-    policy = _POLICY.get()
+    policy = kernel_policy()
     cpu = L.device.type == "cpu"
-    ch = _choices(L)
     xv = L.value(x)
+    gemm = Gemm(name, eqn.op, n, k, probe_rows(x.type), x.type.dtype.name)
+    base = Candidate("dense")  # dense fp32 F.linear: what runs when no compressed kernel does
 
-    candidate = None  # (kernel name, builder of the fx call, a callable for measuring)
+    candidate = None  # (the compressed kernel, with a callable for measuring; builder of its fx call)
     if act == "none" and cpu:
         adt = to_torch(act_dtype) if act_dtype is not None else xdt
         bits = storage_bits(q_atom.type)  # the encoding's bits (sparse+quant included), else the dtype's
         if q_atom.type.dtype.is_int and bits <= 4 and adt in (torch.bfloat16, torch.float32):
             packed, sz, g, k_pad = pack_int4(q, scale, zero, gs, adt)
             fn = lambda xx: int4pack_linear(xx, packed, sz, g, n, k_pad)
-            candidate = ("int4pack", lambda: L.call(int4pack_linear, xv, _register(L, f"int4pack_{name}", packed),
-                                                     _register(L, f"qaux_sz_{name}", sz), g, n, k_pad), fn, (k, n, g, str(adt)))
+            candidate = (Candidate("int4pack", fn, (k, n, g, str(adt))),
+                         lambda: L.call(int4pack_linear, xv, _register(L, f"int4pack_{name}", packed),
+                                        _register(L, f"qaux_sz_{name}", sz), g, n, k_pad))
         elif q.dtype == np.int8 and zero is None and gs is None and adt in (torch.bfloat16, torch.float32):
             k16 = -(-k // 16) * 16
             wq = torch.from_numpy(np.ascontiguousarray(np.pad(q, ((0, 0), (0, k16 - k)))))
             sc = torch.from_numpy(scale.reshape(-1).astype(np.float32)).to(adt)
             fn = lambda xx: int8pack_linear(xx, wq, sc)
-            candidate = ("int8pack", lambda: L.call(int8pack_linear, xv, _register(L, f"int8pack_{name}", wq),
-                                                     _register(L, f"qaux_s_{name}", sc)), fn, (k, n, str(adt)))
+            candidate = (Candidate("int8pack", fn, (k, n, str(adt))),
+                         lambda: L.call(int8pack_linear, xv, _register(L, f"int8pack_{name}", wq),
+                                        _register(L, f"qaux_s_{name}", sc)))
     elif act in ("dynamic", "static") and q.dtype == np.int8:
         w_t = torch.from_numpy(np.ascontiguousarray(q.T))
         ws = torch.from_numpy(scale.reshape(1, -1).astype(np.float32))
         a_s = torch.tensor(float(act_scale), dtype=torch.float32) if act_scale is not None else None
         fn = lambda xx: int8_dynamic_linear(xx, w_t, ws, a_s)
         w_f = torch.from_numpy(q.astype(np.float32))
-        emulated = lambda xx: _int8_emulated(xx, w_f, ws, a_s)  # what runs if int_mm is not used
+        base = Candidate("dense", lambda xx: _int8_emulated(xx, w_f, ws, a_s))  # what runs if int_mm is not used
 
         def build():
             args = [xv, _register(L, f"int_mm_{name}", w_t), _register(L, f"qaux_s_{name}", ws)]
@@ -282,29 +204,28 @@ def lower_qlinear(L, eqn: Eqn, i: int):
                 args.append(_register(L, f"qaux_as_{name}", a_s))
             return L.call(int8_dynamic_linear, *args)
 
-        candidate = ("int_mm", build, fn, (k, n, act), emulated)
+        candidate = (Candidate("int_mm", fn, (k, n, act)), build)
 
     if candidate is not None and policy != "dense":
-        kname, build, fn, key, baseline = (*candidate, None)[:5]
-        use = policy == "compressed" or not cpu
-        timing = None
-        if not use:
-            rows = probe_rows(x.type)
-            if (key, rows) not in ch.table:
-                ch.table[key, rows] = measure(fn, k, n, baseline=baseline, rows=rows)
-            timing = ch.table[key, rows]
-            use = all(c <= d for c, d in timing.values())
-        if use:
-            _record(L, ch, name, kname, timing, eqn)
+        cand, build = candidate
+        if policy == "compressed":
+            choice = by_policy(gemm, [cand, base], cand.kernel, "policy=compressed")
+        elif not cpu:
+            why = f"not timed on {L.device.type} (the measured chooser runs on CPU)"
+            choice = by_policy(gemm, [cand, base], cand.kernel, why)
+        else:
+            slower_than = "the int8 emulation in fp32" if base.fn is not None else "dense fp32"
+            choice = MeasuredChooser(L.decisions.measurements, slower_than=slower_than).choose(gemm, [cand, base])
+        _record(L, choice, eqn)
+        if choice.chosen == cand.kernel:
             return build()
-        slower_than = "the int8 emulation in fp32" if baseline is not None else "dense fp32"
-        _record(L, ch, name, "dense", timing, eqn, why=f"{kname} measured slower than {slower_than}")
         if act == "none":  # run the baseline that was measured: fp32 activations, not a slower cast to bf16
             return _lower_dense(L, eqn, xv, q, scale, zero, act_scale, name, act_dtype=False)
     elif candidate is None and policy != "dense":
-        _record(L, ch, name, "dense", None, eqn, why="no compressed kernel for this layout on this device")
+        _record(L, by_policy(gemm, [base], "dense", "no compressed kernel for this layout on this device"), eqn)
     else:
-        _record(L, ch, name, "dense", None, eqn, why="policy=dense")
+        kernels = [candidate[0], base] if candidate is not None else [base]
+        _record(L, by_policy(gemm, kernels, "dense", "policy=dense"), eqn)
     return _lower_dense(L, eqn, xv, q, scale, zero, act_scale, name)
 
 
@@ -344,16 +265,17 @@ def _int8_emulated(x, w, w_scale, act_scale=None):
     return (F.linear(xq, w) * s * w_scale).to(x.dtype).reshape(*lead, w.shape[0])
 
 
-def _record(L, ch: _Choices, name: str, kernel: str, timing, eqn, why: str = "") -> None:
-    row = {"weight": name, "kernel": kernel}
-    if timing:
-        row.update({f"M{m}_ratio": d / c for m, (c, d) in timing.items()})
-    if why:
-        row["why"] = why
-    ch.decisions.append(row)
-    if kernel == "dense" and why and why != "policy=dense":
-        shape = "x".join(str(d) for d in eqn.inputs[1].type.shape)
-        warnings.warn(f"pared: quantized linears of shape [{shape}] run dense on {L.device}: {why}", stacklevel=2)
+def _record(L, choice: KernelChoice, eqn: Eqn) -> None:
+    """Keep the decision on the lowering (the compiler reports it: one row per layer, one summary line)."""
+    L.decisions.add(choice)
 
 
-LOWER["qlinear"] = lower_qlinear
+def _lowerable(eqn: Eqn) -> bool:
+    """The rule reads the weights as constants, and packs 4-bit weight-only layers in groups the
+    int4pack kernel takes; other qlinears decline and run qlinear's numpy reference."""
+    gs = eqn.attrs["group_size"]
+    int4_groups = eqn.attrs["act"] != "none" or storage_bits(eqn.inputs[1].type) > 4 or gs is None or gs in INT4_GROUPS
+    return int4_groups and all(isinstance(a, Param) for a in eqn.inputs[1:])
+
+
+register_lowering("qlinear", "torch", lambda L, eqn, *inputs: lower_qlinear(L, eqn, -1), checker=_lowerable)

@@ -1,10 +1,10 @@
-"""The Triton backend: generated kernels for fused regions, GEMM templates, a cost model.
+"""The Triton backend: generated kernels for fused regions and GEMM templates.
 
 Kernels are generated (and ``@triton.jit``-decorated) when a graph is lowered, never at import,
-so importing this package needs no GPU. See docs/triton.md.
+so importing this package needs no GPU. Which weight format a GEMM runs in is decided by the
+roofline chooser of :mod:`pared.backends.costmodel`. See docs/triton.md.
 """
 
-from .cost import DEVICES, Choice, choose, gemm_time
 from .emit import CodegenError
 from .gemm import GemmKernel
 from .lower import TritonUnavailableError, check_device, lower
@@ -13,7 +13,6 @@ from .pointwise import PointwiseKernel
 from .source import interpreting
 
 __all__ = [
-    "DEVICES", "Choice", "CodegenError", "GemmKernel", "PointwiseKernel", "TritonUnavailableError",
-    "check_device", "choose", "compress_24", "compress_24_int4", "gemm_time", "interpreting", "lower",
-    "pack_int4",
+    "CodegenError", "GemmKernel", "PointwiseKernel", "TritonUnavailableError", "check_device", "compress_24",
+    "compress_24_int4", "interpreting", "lower", "pack_int4",
 ]

@@ -1,4 +1,10 @@
-"""Triton source for IR equations: the op -> expression table shared by every generated kernel.
+"""Triton source for IR equations: the ``triton`` rules of the lowering table, shared by every
+generated kernel.
+
+A rule is ``rule(emitter, eqn, *refs) -> expression``: ``refs`` are the Triton expressions of the
+equation's inputs, and a rule may first write lines (``emitter.line``) for values it needs.
+Elementwise ops are one expression; row ops (last-axis reductions, softmax, norms; in reduction
+kernels only) see the whole row in the tile, its padding masked with their identity.
 
 Generated kernels keep float values in fp32 registers and round each result to its IR dtype
 (``x.to(tl.float16).to(tl.float32)``), so a fused region computes what the reference interpreter
@@ -14,6 +20,7 @@ from typing import Callable
 
 from ...ir import Eqn, Literal, Param, Var
 from ...ir.dtypes import DType, int_range
+from ..lowering import get_lowering, register_lowering
 
 
 class CodegenError(Exception):
@@ -58,10 +65,10 @@ def rint(x: str) -> str:
 
 
 def _unary(fn: Callable[[str], str]):
-    return lambda e, a: fn(a[0])
+    return lambda em, e, *a: fn(a[0])
 
 
-def _pow(e: Eqn, a):
+def _pow(em, e: Eqn, *a):
     y = float(e.inputs[1].value)
     if y == 0.5:
         return f"tl.sqrt({a[0]})"
@@ -70,7 +77,7 @@ def _pow(e: Eqn, a):
     return f"(1.0 / {prod})" if y < 0 else prod
 
 
-def _gelu(e: Eqn, a):
+def _gelu(em, e: Eqn, *a):
     x = a[0]
     if e.attrs["approximate"] == "tanh":
         inner = f"0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x})"
@@ -78,7 +85,7 @@ def _gelu(e: Eqn, a):
     return f"0.5 * {x} * (1.0 + tl.erf({x} * 0.7071067811865476))"
 
 
-def _cast(e: Eqn, a):
+def _cast(em, e: Eqn, *a):
     src, dst = e.inputs[0].type.dtype, e.attrs["dtype"]
     x = a[0]
     if dst.name == "bool":
@@ -91,7 +98,7 @@ def _cast(e: Eqn, a):
     return f"{x}.to({tl_dtype(dst)})"
 
 
-def _clamp(e: Eqn, a):
+def _clamp(em, e: Eqn, *a):
     x = a[0]
     lo, hi = e.attrs["min"], e.attrs["max"]
     if lo is not None:
@@ -101,7 +108,7 @@ def _clamp(e: Eqn, a):
     return x
 
 
-def _quantize(e: Eqn, a):
+def _quantize(em, e: Eqn, *a):
     lo, hi = int_range(e.attrs["dtype"])
     q = f"(({a[0]}) / ({a[1]}))"
     r = rint(q)
@@ -111,14 +118,14 @@ def _quantize(e: Eqn, a):
     return f"tl.minimum(tl.maximum({r}, {float(lo)}), {float(hi)}).to({tl_dtype(e.attrs['dtype'])})"
 
 
-def _dequantize(e: Eqn, a):
+def _dequantize(em, e: Eqn, *a):
     q = f"{a[0]}.to(tl.float32)"
     if len(a) > 2:
         q = f"({q} - {a[2]}.to(tl.float32))"
     return f"({q} * {a[1]})"
 
 
-EXPR: dict[str, Callable[[Eqn, list[str]], str]] = {
+_EXPRESSIONS: dict[str, Callable[..., str]] = {
     "neg": _unary(lambda x: f"(-{x})"),
     "abs": _unary(lambda x: f"tl.abs({x})"),
     "exp": _unary(lambda x: f"tl.exp({x})"),
@@ -137,27 +144,92 @@ EXPR: dict[str, Callable[[Eqn, list[str]], str]] = {
     "sign": _unary(lambda x: f"tl.where({x} > 0, 1.0, tl.where({x} < 0, -1.0, 0.0))"),
     "logical_not": _unary(lambda x: f"({x} == 0)"),
     "gelu": _gelu,
-    "add": lambda e, a: f"({a[0]} + {a[1]})",
-    "sub": lambda e, a: f"({a[0]} - {a[1]})",
-    "mul": lambda e, a: f"({a[0]} * {a[1]})",
-    "div": lambda e, a: f"({a[0]} / {a[1]})",
+    "add": lambda em, e, *a: f"({a[0]} + {a[1]})",
+    "sub": lambda em, e, *a: f"({a[0]} - {a[1]})",
+    "mul": lambda em, e, *a: f"({a[0]} * {a[1]})",
+    "div": lambda em, e, *a: f"({a[0]} / {a[1]})",
     "pow": _pow,
-    "maximum": lambda e, a: f"tl.maximum({a[0]}, {a[1]})",
-    "minimum": lambda e, a: f"tl.minimum({a[0]}, {a[1]})",
-    "eq": lambda e, a: f"({a[0]} == {a[1]})",
-    "ne": lambda e, a: f"({a[0]} != {a[1]})",
-    "lt": lambda e, a: f"({a[0]} < {a[1]})",
-    "le": lambda e, a: f"({a[0]} <= {a[1]})",
-    "gt": lambda e, a: f"({a[0]} > {a[1]})",
-    "ge": lambda e, a: f"({a[0]} >= {a[1]})",
-    "logical_and": lambda e, a: f"({a[0]} & {a[1]})",
-    "logical_or": lambda e, a: f"({a[0]} | {a[1]})",
-    "where": lambda e, a: f"tl.where({a[0]}, {a[1]}, {a[2]})",
+    "maximum": lambda em, e, *a: f"tl.maximum({a[0]}, {a[1]})",
+    "minimum": lambda em, e, *a: f"tl.minimum({a[0]}, {a[1]})",
+    "eq": lambda em, e, *a: f"({a[0]} == {a[1]})",
+    "ne": lambda em, e, *a: f"({a[0]} != {a[1]})",
+    "lt": lambda em, e, *a: f"({a[0]} < {a[1]})",
+    "le": lambda em, e, *a: f"({a[0]} <= {a[1]})",
+    "gt": lambda em, e, *a: f"({a[0]} > {a[1]})",
+    "ge": lambda em, e, *a: f"({a[0]} >= {a[1]})",
+    "logical_and": lambda em, e, *a: f"({a[0]} & {a[1]})",
+    "logical_or": lambda em, e, *a: f"({a[0]} | {a[1]})",
+    "where": lambda em, e, *a: f"tl.where({a[0]}, {a[1]}, {a[2]})",
     "cast": _cast,
     "clamp": _clamp,
     "quantize": _quantize,
     "dequantize": _dequantize,
 }
+for _op, _rule in _EXPRESSIONS.items():
+    register_lowering(_op, "triton", _rule)
+
+
+# ---- row ops: a reduction or normalisation over the last axis, the whole row in the tile ----
+
+NEG_INF, POS_INF = 'float("-inf")', 'float("inf")'
+
+
+def _masked(x: str, neutral: str) -> str:
+    return f"tl.where(mask, {x}, {neutral})"
+
+
+@register_lowering("reduce_max", "triton")
+def _reduce_max(em, e: Eqn, x):
+    return f"tl.max({_masked(x, NEG_INF)}, axis=1)[:, None]"
+
+
+@register_lowering("reduce_min", "triton")
+def _reduce_min(em, e: Eqn, x):
+    return f"tl.min({_masked(x, POS_INF)}, axis=1)[:, None]"
+
+
+@register_lowering("reduce_sum", "triton")
+def _reduce_sum(em, e: Eqn, x):
+    return f"tl.sum({_masked(x, '0.0')}, axis=1)[:, None]"
+
+
+@register_lowering("reduce_mean", "triton")
+def _reduce_mean(em, e: Eqn, x):
+    return f"({_reduce_sum(em, e, x)} / N)"
+
+
+@register_lowering(("softmax", "log_softmax"), "triton")
+def _softmax(em, e: Eqn, x):
+    m = em.fresh("m")
+    em.line(f"{m} = tl.max({_masked(x, NEG_INF)}, axis=1)[:, None]")
+    z = em.fresh("z")
+    em.line(f"{z} = tl.sum({_masked(f'tl.exp({x} - {m})', '0.0')}, axis=1)[:, None]")
+    return f"tl.exp({x} - {m}) / {z}" if e.op == "softmax" else f"{x} - {m} - tl.log({z})"
+
+
+def _eps(e: Eqn) -> str:
+    return repr(float(e.attrs["eps"]))
+
+
+@register_lowering("rms_norm", "triton")
+def _rms_norm(em, e: Eqn, x, *weight):
+    ms = em.fresh("ms")
+    em.line(f"{ms} = tl.sum({_masked(f'{x} * {x}', '0.0')}, axis=1)[:, None] / N")
+    r = f"{x} * tl.rsqrt({ms} + {_eps(e)})"
+    return f"({r}) * {weight[0]}" if weight else r
+
+
+@register_lowering("layer_norm", "triton")
+def _layer_norm(em, e: Eqn, x, *affine):
+    mu, var = em.fresh("mu"), em.fresh("var")
+    em.line(f"{mu} = tl.sum({_masked(x, '0.0')}, axis=1)[:, None] / N")
+    em.line(f"{var} = tl.sum({_masked(f'({x} - {mu}) * ({x} - {mu})', '0.0')}, axis=1)[:, None] / N")
+    r = f"({x} - {mu}) * tl.rsqrt({var} + {_eps(e)})"
+    if len(affine) > 0:
+        r = f"({r}) * {affine[0]}"
+    if len(affine) > 1:
+        r = f"({r}) + {affine[1]}"
+    return r
 
 
 class Emitter:
@@ -192,12 +264,10 @@ class Emitter:
         self.names[v] = name
         return name
 
-    def elementwise(self, e: Eqn) -> str:
-        fn = EXPR.get(e.op)
-        if fn is None:
+    def emit(self, e: Eqn) -> str:
+        """Write one equation with its ``triton`` rule; returns the name now holding its result."""
+        rule = get_lowering(e.op, "triton")
+        expr = NotImplemented if rule is None else rule(self, e, *[self.ref(a) for a in e.inputs])
+        if expr is NotImplemented:
             raise CodegenError(f"no Triton expression for {e.op}")
-        expr = fn(e, [self.ref(a) for a in e.inputs])
-        dt = e.out.type.dtype
-        if dt.is_float:
-            expr = round_to(expr, dt)
-        return self.bind(e.out, expr)
+        return self.bind(e.out, round_to(expr, e.out.type.dtype))  # round_to changes only f16/bf16

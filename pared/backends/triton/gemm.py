@@ -36,7 +36,7 @@ from ...ir import Eqn, Graph
 from ...ir.torch_dtypes import to_torch
 from .emit import CodegenError, Emitter, round_to, tl_dtype
 from .packing import FORMATS, pack_operand
-from .pointwise import ROW_OPS, ROW_REDUCE, _broadcast_strides, _is_full, emit_body, load_tile, offset_expr, unravel
+from .pointwise import _broadcast_strides, _is_full, emit_body, is_row, load_tile, offset_expr, unravel
 from .source import interpreting, load_source, prune_for_interpreter
 
 MAX_ROW_N = 256  # epilogues with row reductions hold a whole output row in one tile
@@ -109,7 +109,7 @@ def analyze(region: Graph, formats: Optional[dict[int, str]] = None) -> GemmSpec
     epilogue = [e for e in region.eqns if e not in prologue and e.op != "dot_general"]
     used = {x, *(a for d in dots for a in d.inputs[1:]), *(a for e in prologue for a in e.inputs)}
     extra = [i for i, v in enumerate(region.inputs) if v not in used]
-    rows = any(e.op in ROW_REDUCE or e.op in ROW_OPS for e in epilogue)
+    rows = any(is_row(e) for e in epilogue)
     return GemmSpec(index[x], operands, dots, epilogue, extra, rows)
 
 

@@ -22,13 +22,14 @@ import torch
 
 from ...ir import Eqn, Graph, Var, make_eqn
 from ...ir.opdef import get_op
-from . import cost
+from ...ir.ops.region import GEMM_KINDS, POINTWISE_KINDS
+from ...ir.regions import splice_region
+from ..costmodel.choice import KernelChoice, report_decisions
+from ..costmodel.roofline import DevicePeaks, choose, device_peaks
 from .emit import CodegenError
 from .gemm import GemmKernel, analyze
 from .pointwise import PointwiseKernel
 from .source import interpreting
-
-GEMM_KINDS = ("gemm", "dequant_gemm", "int8_gemm")
 
 
 class TritonUnavailableError(RuntimeError):
@@ -71,17 +72,17 @@ class Launch:
 
 
 class GemmDispatch:
-    """A compressed GEMM kernel plus its dense twin; per call the cost model picks the faster
+    """A compressed GEMM kernel plus its dense twin; per call the roofline chooser picks the faster
     for the actual M (memoised), so a user never gets a predicted slowdown silently."""
 
-    def __init__(self, region: Graph, kind: str, fmt: str, index: int, peaks: cost.DevicePeaks):
-        self.region, self.fmt, self.peaks = region, fmt, peaks
+    def __init__(self, region: Graph, kind: str, fmt: str, index: int, peaks: DevicePeaks, name: str = ""):
+        self.region, self.kind, self.fmt, self.peaks, self.name = region, kind, fmt, peaks, name
         self.spec = analyze(region)
         self.compressed = GemmKernel(region, kind, {index: fmt})
         self.dense_region, self.dequants = _dense_variant(region)
         self.dense: Optional[GemmKernel] = None
         self.dense_weights: Optional[list] = None
-        self.choices: dict[int, cost.Choice] = {}
+        self.choices: dict[int, KernelChoice] = {}
         x = region.inputs[self.spec.x_index]
         w = self.spec.dots[0].out.type.shape[-1]
         self.n = w if isinstance(w, int) else None
@@ -89,10 +90,11 @@ class GemmDispatch:
         self.group = self.spec.operands[index].group_size
         self.elem = 4 if x.type.dtype.name == "f32" else 2
 
-    def choice(self, m: int, n: int) -> cost.Choice:
+    def choice(self, m: int, n: int) -> KernelChoice:
         c = self.choices.get(m)
         if c is None:
-            c = cost.choose(self.fmt, m, n, self.k, self.peaks, group_size=self.group, elem_bytes=self.elem)
+            c = choose(self.fmt, m, n, self.k, self.peaks, group_size=self.group, elem_bytes=self.elem,
+                       layer=self.name, op=self.kind)
             self.choices[m] = c
         return c
 
@@ -100,7 +102,7 @@ class GemmDispatch:
         x = xs[self.spec.x_index]
         m = math.prod(x.shape[:-1])
         n = self.n or self.spec.dots[0].out.type.shape[-1]
-        if self.choice(m, n).fmt != "dense":
+        if self.choice(m, n).chosen != "dense":
             return self.compressed(*xs)
         if self.dense is None:
             self.dense = GemmKernel(self.dense_region, "gemm")
@@ -183,7 +185,7 @@ def lower(graph: Graph, *, device=None, tensors: Optional[Mapping[str, torch.Ten
         return torch_lower(graph.replace(eqns=tuple(flat)), device=device, tensors=tensors, opaque=opaque)
     if device_name is None and dev.type == "cuda":
         device_name = torch.cuda.get_device_name(dev)
-    peaks = cost.device_peaks(device_name)
+    peaks = device_peaks(device_name)
     launchers: dict[str, Any] = {}
     eqns: list[Eqn] = []
     for i, e in enumerate(graph.eqns):
@@ -209,7 +211,7 @@ def _kernel_for(e: Eqn, i: int, peaks, report) -> Optional[Callable]:
         if e.op == "fused":
             kind = e.attrs["kind"]
             (region,) = e.regions
-            if kind in ("elementwise", "reduction"):
+            if kind in POINTWISE_KINDS:
                 k = PointwiseKernel(region, kind)
                 _row(report, name, kind=kind, kernel="pointwise")
                 return k
@@ -230,13 +232,11 @@ def _gemm(region: Graph, kind: str, outer_inputs, name: str, peaks, report) -> C
     for idx in range(len(spec.operands)):
         fmt = _weight_format(region, outer_inputs, idx)
         if fmt is not None and kind != "int8_gemm" and len(spec.operands) == 1:
-            d = GemmDispatch(region, kind, fmt, idx, peaks)
+            d = GemmDispatch(region, kind, fmt, idx, peaks, name)
             n = spec.dots[0].out.type.shape[-1]
-            if isinstance(n, int):
-                for m in (1, 16, 2048):
-                    c = d.choice(m, n)
-                    _row(report, name, kind=kind, kernel=c.fmt, M=m, predicted_speedup=round(c.speedup, 2),
-                         refused=c.refused, device=peaks.name)
+            if isinstance(n, int):  # the roofline's decisions at decode, small-batch and prefill sizes
+                report_decisions(report, [d.choice(m, n) for m in (1, 16, 2048)], kind=kind, backend="triton",
+                                 device=peaks.name)
             return d
     _row(report, name, kind=kind, kernel="+".join(op.fmt for op in spec.operands))
     return GemmKernel(region, kind)
@@ -248,17 +248,10 @@ def _row(report, name: str, **fields) -> None:
 
 
 def _inline(e: Eqn) -> list[Eqn]:
-    """A region's equations reading the op's inputs and defining the op's outputs (for torch)."""
-    (region,) = e.regions
-    m: dict[Var, Any] = dict(zip(region.inputs, e.inputs))
-    out = []
-    outs = dict(zip(region.outputs, e.outputs))
-    for x in region.eqns:
-        ins = tuple(m.get(a, a) if isinstance(a, Var) else a for a in x.inputs)
-        new_outs = tuple(outs.get(v, v) for v in x.outputs)
-        m.update({v: n for v, n in zip(x.outputs, new_outs)})
-        out.append(x.replace(inputs=ins, outputs=new_outs))
-    return out
+    """A region's equations in its place (torch runs them as separate ops), or the region op
+    itself when its body cannot stand in for it (the torch backend then runs its decomposition)."""
+    body = splice_region(e)
+    return body if body is not None else [e]
 
 
 __all__ = ["GemmDispatch", "Launch", "TritonUnavailableError", "check_device", "lower"]

@@ -8,10 +8,10 @@ viewed as ``M = d0 * ... * d_{r-2}`` rows of ``N`` columns. Each program owns a 
    per input/output with that tensor's strides (a broadcast dim has stride 0, so a bias ``[N]``,
    a per-row scale ``[..., 1]`` or a ``[1, S, N]`` mask need no copy);
 2. load each input once (fp32 registers for floats), run the region's equations in order with the
-   expression table of :mod:`.emit` (a value is a ``[BLOCK_M, BLOCK_N]`` tile or a per-row
+   ``triton`` rules of :mod:`.emit` (a value is a ``[BLOCK_M, BLOCK_N]`` tile or a per-row
    ``[BLOCK_M, 1]`` column);
-3. reductions (``reduce_*``, softmax, layer/RMS norm; reduction regions only) see the whole row:
-   ``BLOCK_N >= N`` and masked lanes are replaced by the reduction's identity first;
+3. row ops (the ``row`` trait: last-axis reductions, softmax, layer/RMS norm; reduction regions
+   only) see the whole row: ``BLOCK_N >= N`` and masked lanes hold the reduction's identity;
 4. store every region output with the tile mask.
 
 Elementwise regions tile N as well (grid ``(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))``); reduction
@@ -27,12 +27,11 @@ import torch
 import triton
 
 from ...ir import Eqn, Graph
+from ...ir.opdef import get_op
 from ...ir.torch_dtypes import to_torch
-from .emit import CodegenError, Emitter, round_to, tl_dtype
+from .emit import CodegenError, Emitter, tl_dtype
 from .source import load_source, prune_for_interpreter
 
-ROW_REDUCE = ("reduce_sum", "reduce_max", "reduce_min", "reduce_mean")
-ROW_OPS = ("softmax", "log_softmax", "layer_norm", "rms_norm")
 MAX_ROW = 16384  # longest row a reduction kernel holds in registers
 
 
@@ -41,76 +40,21 @@ def domain_rank(region: Graph) -> int:
     return max(ranks) if ranks else 0
 
 
+def is_row(e: Eqn) -> bool:
+    """A reduction or normalisation over the last axis: it needs whole rows in the tile."""
+    return get_op(e.op).has("row")
+
+
 def is_reduction(region: Graph) -> bool:
-    return any(e.op in ROW_REDUCE or e.op in ROW_OPS for e in region.eqns)
-
-
-NEG_INF, POS_INF = 'float("-inf")', 'float("inf")'
-
-
-def _masked(x: str, neutral: str) -> str:
-    return f"tl.where(mask, {x}, {neutral})"
-
-
-def _row_eqn(em: Emitter, e: Eqn) -> None:
-    """Emit a reduction/normalisation over the last axis (whole row in the tile)."""
-    x = em.ref(e.inputs[0])
-    dt = e.out.type.dtype
-    op = e.op
-    if op in ROW_REDUCE:
-        if op == "reduce_max":
-            r = f"tl.max({_masked(x, NEG_INF)}, axis=1)[:, None]"
-        elif op == "reduce_min":
-            r = f"tl.min({_masked(x, POS_INF)}, axis=1)[:, None]"
-        else:
-            r = f"tl.sum({_masked(x, '0.0')}, axis=1)[:, None]"
-            if op == "reduce_mean":
-                r = f"({r} / N)"
-        em.bind(e.out, round_to(r, dt))
-        return
-    if op in ("softmax", "log_softmax"):
-        m = em.fresh("m")
-        em.line(f"{m} = tl.max({_masked(x, NEG_INF)}, axis=1)[:, None]")
-        z = em.fresh("z")
-        em.line(f"{z} = tl.sum({_masked(f'tl.exp({x} - {m})', '0.0')}, axis=1)[:, None]")
-        r = f"tl.exp({x} - {m}) / {z}" if op == "softmax" else f"{x} - {m} - tl.log({z})"
-        em.bind(e.out, round_to(r, dt))
-        return
-    if op == "rms_norm":
-        ms = em.fresh("ms")
-        em.line(f"{ms} = tl.sum({_masked(f'{x} * {x}', '0.0')}, axis=1)[:, None] / N")
-        r = f"{x} * tl.rsqrt({ms} + {literal_eps(e)})"
-        if len(e.inputs) > 1:
-            r = f"({r}) * {em.ref(e.inputs[1])}"
-        em.bind(e.out, round_to(r, dt))
-        return
-    if op == "layer_norm":
-        mu, var = em.fresh("mu"), em.fresh("var")
-        em.line(f"{mu} = tl.sum({_masked(x, '0.0')}, axis=1)[:, None] / N")
-        em.line(f"{var} = tl.sum({_masked(f'({x} - {mu}) * ({x} - {mu})', '0.0')}, axis=1)[:, None] / N")
-        r = f"({x} - {mu}) * tl.rsqrt({var} + {literal_eps(e)})"
-        if len(e.inputs) > 1:
-            r = f"({r}) * {em.ref(e.inputs[1])}"
-        if len(e.inputs) > 2:
-            r = f"({r}) + {em.ref(e.inputs[2])}"
-        em.bind(e.out, round_to(r, dt))
-        return
-    raise CodegenError(f"no row kernel for {op}")
-
-
-def literal_eps(e: Eqn) -> str:
-    return repr(float(e.attrs["eps"]))
+    return any(is_row(e) for e in region.eqns)
 
 
 def emit_body(em: Emitter, eqns: Sequence[Eqn], allow_rows: bool) -> None:
-    """Emit equations in order: elementwise through the expression table, row ops inline."""
+    """Emit equations in order with their ``triton`` rules; row ops only where ``allow_rows``."""
     for e in eqns:
-        if e.op in ROW_REDUCE or e.op in ROW_OPS:
-            if not allow_rows:
-                raise CodegenError(f"{e.op} needs whole rows; it is not allowed here")
-            _row_eqn(em, e)
-        else:
-            em.elementwise(e)
+        if is_row(e) and not allow_rows:
+            raise CodegenError(f"{e.op} needs whole rows; it is not allowed here")
+        em.emit(e)
 
 
 def load_tile(name: str, ptr: str, off: str, col_stride: str, full: bool, is_float: bool) -> str:

@@ -1,6 +1,6 @@
 """The XLA backend: IR -> jax.lax ops under jax.jit (CPU here, GPU/TPU through XLA unchanged)."""
 
 from . import quantized  # noqa: F401,E402  (registers the qlinear rule)
-from .lowering import RULES, XlaFunction, XlaLoweringError, graph_params, jax_dtype, lower, to_jax_array
+from .lowering import XlaEnv, XlaFunction, XlaLoweringError, graph_params, jax_dtype, lower, to_jax_array
 
-__all__ = ["RULES", "XlaFunction", "XlaLoweringError", "graph_params", "jax_dtype", "lower", "to_jax_array"]
+__all__ = ["XlaEnv", "XlaFunction", "XlaLoweringError", "graph_params", "jax_dtype", "lower", "to_jax_array"]

@@ -6,16 +6,18 @@ compressed params can be saved, sharded with ``jax.sharding`` and differentiated
 params, and the function composes with ``jax.jit``, ``jax.grad`` and ``jax.vmap``: JAX
 transforms the lowering itself.
 
-Per-op lowering is a rule table keyed by op name; an op without a rule falls back to its numpy
-reference implementation through ``jax.pure_callback`` (correct, not differentiable, slow), so
-an unclaimed op never crashes.
+Per-op lowering is the ``xla`` column of the lowering table (:mod:`pared.backends.lowering`):
+``rule(env, eqn, *arrays)`` with an :class:`XlaEnv`. An op without a rule, or whose rule
+declines, runs its decomposition (a ``fused`` region's equations), else its numpy reference
+through ``jax.pure_callback`` (correct, not differentiable, slow), so an unclaimed op never crashes.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from ...ir.errors import IRError
 from ...ir.opdef import get_op
 from ...ir.printer import format_eqn
 from ...ir.shapes import resolve_dims
+from ..lowering import lower_eqn, register_lowering
 
 
 class XlaLoweringError(IRError):
@@ -49,17 +52,9 @@ def to_jax_array(value, dt: DType):
     return jnp.asarray(np.asarray(value)).astype(jax_dtype(dt))
 
 
-LowerRule = Callable[..., Any]
-RULES: dict[str, LowerRule] = {}
-
-
 def lowers(*names: str):
-    def deco(fn):
-        for n in names:
-            RULES[n] = fn
-        return fn
-
-    return deco
+    """``register_lowering(names, "xla")``."""
+    return register_lowering(names, "xla")
 
 
 # --- elementwise ------------------------------------------------------------------------------
@@ -71,29 +66,41 @@ def _jnp():
     return jnp
 
 
-def _register_simple():
-    import jax
-    import jax.numpy as jnp
-    from jax import lax
+def _simple(path: str):
+    """A rule calling the jax function at ``path`` (``"jax.numpy.add"``) on the inputs; jax is
+    imported at the first call, not when this module is."""
+    module, _, name = path.rpartition(".")
 
-    simple = {
-        "add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply, "pow": jnp.power,
-        "maximum": jnp.maximum, "minimum": jnp.minimum,
-        "eq": jnp.equal, "ne": jnp.not_equal, "lt": jnp.less, "le": jnp.less_equal,
-        "gt": jnp.greater, "ge": jnp.greater_equal,
-        "logical_and": jnp.logical_and, "logical_or": jnp.logical_or, "logical_not": jnp.logical_not,
-        "neg": jnp.negative, "abs": jnp.abs, "exp": jnp.exp, "log": jnp.log, "sqrt": jnp.sqrt,
-        "rsqrt": lax.rsqrt, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "silu": jax.nn.silu,
-        "relu": lambda x: jnp.maximum(x, jnp.zeros((), x.dtype)),
-        "sin": jnp.sin, "cos": jnp.cos, "erf": lax.erf, "floor": jnp.floor, "sign": jnp.sign,
-        "reciprocal": lambda x: jnp.reciprocal(x), "where": jnp.where,
-    }
-    for name, fn in simple.items():
-        RULES.setdefault(name, (lambda f: lambda eqn, *xs: f(*xs))(fn))
+    def rule(env, eqn, *xs):
+        return getattr(importlib.import_module(module), name)(*xs)
+
+    rule.__qualname__ = f"_simple({path})"
+    return rule
+
+
+for _op, _path in {
+    "add": "jax.numpy.add", "sub": "jax.numpy.subtract", "mul": "jax.numpy.multiply", "pow": "jax.numpy.power",
+    "maximum": "jax.numpy.maximum", "minimum": "jax.numpy.minimum",
+    "eq": "jax.numpy.equal", "ne": "jax.numpy.not_equal", "lt": "jax.numpy.less", "le": "jax.numpy.less_equal",
+    "gt": "jax.numpy.greater", "ge": "jax.numpy.greater_equal",
+    "logical_and": "jax.numpy.logical_and", "logical_or": "jax.numpy.logical_or",
+    "logical_not": "jax.numpy.logical_not", "neg": "jax.numpy.negative", "abs": "jax.numpy.abs",
+    "exp": "jax.numpy.exp", "log": "jax.numpy.log", "sqrt": "jax.numpy.sqrt", "rsqrt": "jax.lax.rsqrt",
+    "tanh": "jax.numpy.tanh", "sigmoid": "jax.nn.sigmoid", "silu": "jax.nn.silu", "sin": "jax.numpy.sin",
+    "cos": "jax.numpy.cos", "erf": "jax.lax.erf", "floor": "jax.numpy.floor", "sign": "jax.numpy.sign",
+    "reciprocal": "jax.numpy.reciprocal", "where": "jax.numpy.where",
+}.items():
+    lowers(_op)(_simple(_path))
+
+
+@lowers("relu")
+def _relu(env, eqn, x):
+    jnp = _jnp()
+    return jnp.maximum(x, jnp.zeros((), x.dtype))
 
 
 @lowers("div")
-def _div(eqn, x, y):
+def _div(env, eqn, x, y):
     jnp = _jnp()
     if jnp.issubdtype(x.dtype, jnp.integer):
         from jax import lax
@@ -105,19 +112,19 @@ def _div(eqn, x, y):
 
 
 @lowers("gelu")
-def _gelu(eqn, x):
+def _gelu(env, eqn, x):
     import jax
 
     return jax.nn.gelu(x, approximate=eqn.attrs["approximate"] == "tanh")
 
 
 @lowers("cast")
-def _cast(eqn, x):
+def _cast(env, eqn, x):
     return x.astype(jax_dtype(eqn.attrs["dtype"]))
 
 
 @lowers("clamp")
-def _clamp(eqn, x):
+def _clamp(env, eqn, x):
     jnp = _jnp()
     lo, hi = eqn.attrs["min"], eqn.attrs["max"]
     if lo is not None:
@@ -132,34 +139,33 @@ def _clamp(eqn, x):
 _REDUCE = {"reduce_sum": "sum", "reduce_max": "max", "reduce_min": "min", "reduce_mean": "mean", "reduce_prod": "prod"}
 
 
-def _reduce(eqn, x):
+def _reduce(env, eqn, x):
     fn = getattr(_jnp(), _REDUCE[eqn.op])
     return fn(x, axis=tuple(eqn.attrs["axes"]), keepdims=eqn.attrs["keepdims"])
 
 
-for _n in _REDUCE:
-    RULES[_n] = _reduce
+lowers(*_REDUCE)(_reduce)
 
 
 @lowers("argmax")
-def _argmax(eqn, x):
+def _argmax(env, eqn, x):
     return _jnp().argmax(x, axis=eqn.attrs["axis"], keepdims=eqn.attrs["keepdims"])
 
 
 @lowers("cumsum")
-def _cumsum(eqn, x):
+def _cumsum(env, eqn, x):
     return _jnp().cumsum(x, axis=eqn.attrs["axis"])
 
 
 @lowers("softmax")
-def _softmax(eqn, x):
+def _softmax(env, eqn, x):
     import jax
 
     return jax.nn.softmax(x, axis=eqn.attrs["axis"])
 
 
 @lowers("log_softmax")
-def _log_softmax(eqn, x):
+def _log_softmax(env, eqn, x):
     import jax
 
     return jax.nn.log_softmax(x, axis=eqn.attrs["axis"])
@@ -170,7 +176,7 @@ def _norm_axes(axes, rank):
 
 
 @lowers("layer_norm")
-def _layer_norm(eqn, x, *wb):
+def _layer_norm(env, eqn, x, *wb):
     from jax import lax
 
     jnp = _jnp()
@@ -191,7 +197,7 @@ def _affine(y, eqn, wb):
 
 
 @lowers("rms_norm")
-def _rms_norm(eqn, x, *w):
+def _rms_norm(env, eqn, x, *w):
     from jax import lax
 
     jnp = _jnp()
@@ -202,7 +208,7 @@ def _rms_norm(eqn, x, *w):
 
 
 @lowers("batch_norm")
-def _batch_norm(eqn, x, mean, var, *wb):
+def _batch_norm(env, eqn, x, mean, var, *wb):
     from jax import lax
 
     jnp = _jnp()
@@ -240,27 +246,27 @@ def _pool(eqn, x, kind):
     return s / n
 
 
-RULES["max_pool"] = lambda eqn, x: _pool(eqn, x, "max")
-RULES["avg_pool"] = lambda eqn, x: _pool(eqn, x, "avg")
+lowers("max_pool", "avg_pool")(lambda env, eqn, x: _pool(eqn, x, eqn.op.removesuffix("_pool")))
 
 
 # --- contractions -----------------------------------------------------------------------------
 
 
 @lowers("dot_general")
-def _dot_general(eqn, x, y):
+def _dot_general(env, eqn, x, y):
     from jax import lax
 
     out = eqn.attrs["out_dtype"]
     (lc, rc), (lb, rb) = eqn.attrs["contract"], eqn.attrs["batch"]
+    lc, lb, rc, rb = (tuple(a % r for a in axes) for axes, r in ((lc, x.ndim), (lb, x.ndim), (rc, y.ndim), (rb, y.ndim)))
     return lax.dot_general(
-        x, y, ((tuple(lc), tuple(rc)), (tuple(lb), tuple(rb))),
+        x, y, ((lc, rc), (lb, rb)),
         preferred_element_type=jax_dtype(out) if out is not None else None,
     )
 
 
 @lowers("attention")
-def _attention(eqn, q, k, v, *mask):
+def _attention(env, eqn, q, k, v, *mask):
     """softmax(q k^T * scale [+ mask]) v in jnp; rows with every key masked give zeros."""
     jnp = _jnp()
     rep = q.shape[-3] // k.shape[-3]
@@ -278,7 +284,7 @@ def _attention(eqn, q, k, v, *mask):
 
 
 @lowers("conv")
-def _conv(eqn, x, w):
+def _conv(env, eqn, x, w):
     from jax import lax
 
     a = eqn.attrs
@@ -299,41 +305,41 @@ def _conv(eqn, x, w):
 
 
 @lowers("reshape")
-def _reshape(eqn, x):
+def _reshape(env, eqn, x):
     return x.reshape(eqn.attrs["shape"])
 
 
 @lowers("transpose")
-def _transpose(eqn, x):
+def _transpose(env, eqn, x):
     return _jnp().transpose(x, eqn.attrs["perm"])
 
 
 @lowers("broadcast_in_dim")
-def _broadcast_in_dim(eqn, x):
+def _broadcast_in_dim(env, eqn, x):
     from jax import lax
 
     return lax.broadcast_in_dim(x, tuple(eqn.attrs["shape"]), tuple(eqn.attrs["dims"]))
 
 
 @lowers("slice")
-def _slice(eqn, x):
+def _slice(env, eqn, x):
     from jax import lax
 
-    return lax.slice(x, tuple(eqn.attrs["start"]), tuple(eqn.attrs["limit"]), tuple(eqn.attrs["stride"]))
+    return lax.slice(x, tuple(eqn.attrs["start"]), tuple(eqn.attrs["limit"]), tuple(eqn.attrs["stride"]) or None)
 
 
 @lowers("concat")
-def _concat(eqn, *xs):
+def _concat(env, eqn, *xs):
     return _jnp().concatenate(xs, axis=eqn.attrs["axis"])
 
 
 @lowers("take")
-def _take(eqn, x, idx):
+def _take(env, eqn, x, idx):
     return _jnp().take(x, idx, axis=eqn.attrs["axis"])
 
 
 @lowers("pad")
-def _pad(eqn, x):
+def _pad(env, eqn, x):
     from jax import lax
 
     a = eqn.attrs
@@ -341,11 +347,11 @@ def _pad(eqn, x):
 
 
 @lowers("iota")
-def _iota(eqn):
+def _iota(env, eqn):
     from jax import lax
 
     a = eqn.attrs
-    return lax.broadcasted_iota(jax_dtype(a["dtype"]), tuple(a["shape"]), a["axis"])
+    return lax.broadcasted_iota(jax_dtype(a["dtype"]), tuple(a["shape"]), a["axis"] % len(a["shape"]))
 
 
 # --- quantization -----------------------------------------------------------------------------
@@ -368,7 +374,7 @@ def _int_range(dt: DType):
 
 
 @lowers("quantize")
-def _quantize(eqn, x, scale, *zero):
+def _quantize(env, eqn, x, scale, *zero):
     jnp = _jnp()
     a = eqn.attrs
     dt = a["dtype"]
@@ -384,7 +390,7 @@ def _quantize(eqn, x, scale, *zero):
 
 
 @lowers("dequantize")
-def _dequantize(eqn, q, scale, *zero):
+def _dequantize(env, eqn, q, scale, *zero):
     a = eqn.attrs
     out = jax_dtype(a["dtype"])
     v = q.astype(out)
@@ -394,7 +400,7 @@ def _dequantize(eqn, q, scale, *zero):
 
 
 @lowers("topk_mask")
-def _topk_mask(eqn, x):
+def _topk_mask(env, eqn, x):
     jnp = _jnp()
     k, axis = eqn.attrs["k"], eqn.attrs["axis"]
     key = jnp.where(jnp.isnan(x), -jnp.inf, x)  # nan is never selected ahead of a number
@@ -403,7 +409,7 @@ def _topk_mask(eqn, x):
 
 
 @lowers("densify_nm")
-def _densify_nm(eqn, values, indices):
+def _densify_nm(env, eqn, values, indices):
     jnp = _jnp()
     n, m = eqn.attrs["n"], eqn.attrs["m"]
     lead, groups = values.shape[:-1], values.shape[-1] // n
@@ -413,15 +419,15 @@ def _densify_nm(eqn, values, indices):
     return out.reshape(*lead, groups * m)
 
 
-# --- regions and the fallback -----------------------------------------------------------------
+# --- the fallbacks: an op's decomposition, its numpy reference ------------------------------------
 
 
-@lowers("fused")
-def _fused(eqn, *xs, _run=None):
-    return tuple(_run(eqn.regions[0], xs))
+def _decomposition(env: XlaEnv, eqn: Eqn, eqns: list, outputs: dict) -> list:
+    """An op's decomposition (a ``fused`` region's body) evaluated in place, equation by equation."""
+    return env.run(Graph((), tuple(eqns), tuple(outputs[v] for v in eqn.outputs)), [])
 
 
-def _fallback(eqn, *xs):
+def _fallback(env, eqn, *xs):
     """Run the op's numpy reference through ``jax.pure_callback`` (never differentiable)."""
     import jax
 
@@ -451,13 +457,27 @@ def _bind(types, arrays, env):
 
 
 @dataclass(frozen=True)
+class XlaEnv:
+    """The XLA backend's lowering state (its rules' ``ctx``): the function being evaluated, its
+    weights, the values of the graph around the equation and the symbols bound so far."""
+
+    function: XlaFunction
+    weights: Mapping[str, Any]
+    values: dict
+    symbols: dict[str, int]
+
+    def run(self, graph: Graph, inputs: Sequence[Any]) -> list:
+        """Evaluate a sub-graph that may read the values around the equation."""
+        return self.function._run(graph, inputs, self.weights, self.values, self.symbols)
+
+
+@dataclass(frozen=True)
 class XlaFunction:
     """``f(weights, *inputs) -> list of arrays``: the IR graph as jax ops. Wrap in ``jax.jit``."""
 
     graph: Graph
 
     def __call__(self, weights: Mapping[str, Any], *inputs: Any) -> list:
-        _ensure_rules()
         g = self.graph
         if len(inputs) != len(g.inputs):
             raise XlaLoweringError(f"graph takes {len(g.inputs)} inputs, got {len(inputs)}")
@@ -494,13 +514,8 @@ class XlaFunction:
     def _eval(self, eqn: Eqn, args, weights, env, syms) -> list:
         if any(isinstance(v, D.Sym) for v in _flat_attr_values(eqn.attrs)):
             eqn = eqn.replace(attrs={k: resolve_dims(v, syms) for k, v in eqn.attrs.items()})
-        rule = RULES.get(eqn.op)
-        if eqn.op == "fused":
-            out = _fused(eqn, *args, _run=lambda r, xs: self._run(r, xs, weights, env, syms))
-        elif rule is not None:
-            out = rule(eqn, *args)
-        else:
-            out = _fallback(eqn, *args)
+        ctx = XlaEnv(self, weights, env, syms)
+        out = lower_eqn("xla", ctx, eqn, args, decomposition=_decomposition, reference=_fallback)
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         if len(outs) != len(eqn.outputs):
             raise XlaLoweringError(f"{eqn.op} lowered to {len(outs)} values for {len(eqn.outputs)} outputs")
@@ -531,18 +546,8 @@ def _coerce(x, dt: DType):
     return x.astype(want)
 
 
-_RULES_READY: list = []
-
-
-def _ensure_rules():
-    if not _RULES_READY:
-        _register_simple()
-        _RULES_READY.append(True)
-
-
 def lower(graph: Graph) -> XlaFunction:
     """Lower ``graph`` to a jax function ``f(weights, *inputs) -> list of arrays``."""
-    _ensure_rules()
     return XlaFunction(graph)
 
 

@@ -23,7 +23,7 @@ def _per_channel(s, k: int, group_size):
 
 
 @lowers("qlinear")
-def _qlinear(eqn, *xs):
+def _qlinear(env, eqn, *xs):
     import jax.numpy as jnp
     from jax import lax
 

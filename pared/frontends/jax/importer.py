@@ -266,7 +266,3 @@ def _dtype_of(x):
         return jnp.asarray(x).dtype
     return dt
 
-
-def jaxpr_to_graph(fn, params: Any, *args: Any) -> Graph:
-    """Convenience: the IR graph of ``fn(params, *args)``."""
-    return trace(fn, params, args).graph

@@ -1,13 +1,15 @@
 """Import a torch FX graph (from Dynamo or torch.export) into a pared :class:`~pared.ir.Graph`.
 
 The importer walks the FX nodes in order and maps each call onto the IR op set through the rule
-table of :mod:`pared.frontends.torch.rules` (keyed by the call's target, with a default rule). A call no
+table of :mod:`pared.frontends.torch.rules` (keyed by the call's target, with a default rule). A call
+that makes a tensor from Python values alone (``torch.tensor([...])``, ``linspace``) is a constant
+(:meth:`FxImporter.constant`): a broadcast Literal, or a ``const.<call>`` Param. A call no
 rule handles becomes an ``opaque`` equation: the original torch callable is kept in a side table
-(:class:`OpaqueCall`) that the torch backend runs as is, and the report lists it (name, count,
-where). Weights arrive as placeholders (Dynamo lifts parameters and buffers into graph inputs,
-torch.export lists them in its graph signature); they become named graph Params whose names are
-the module paths (``layers.0.self_attn.q_proj.weight``). Symbolic sizes (SymInts) become IR
-symbols named like torch's (``s0``).
+(:class:`OpaqueCall`) that the torch backends run as is (the reference target calls it back), and
+the report lists it (name, count, where). Weights arrive as placeholders (Dynamo lifts parameters
+and buffers into graph inputs, torch.export lists them in its graph signature); they become named
+graph Params whose names are the module paths (``layers.0.self_attn.q_proj.weight``). Symbolic
+sizes (SymInts) become IR symbols named like torch's (``s0``).
 """
 
 from __future__ import annotations
@@ -218,6 +220,17 @@ class FxImporter:
         ones = self.emit("broadcast_in_dim", Literal(1, scalar("i64")), shape=(d,), dims=())
         return self.emit("reduce_sum", ones, axes=(0,), keepdims=False)
 
+    def constant(self, value: torch.Tensor):
+        """A tensor whose value is known at import time, as IR: a broadcast Literal when every
+        element is equal (empty and 0-d tensors included), else a graph constant (a Param named
+        ``const.<call>``, its value in the weight table like a buffer's)."""
+        value = value.detach()
+        flat = value.reshape(-1)
+        if flat.numel() == 0 or bool((flat == flat[0]).all()):
+            fill = Literal(flat[0].item() if flat.numel() else 0, scalar(from_torch(value.dtype)))
+            return self.emit("broadcast_in_dim", fill, shape=tuple(value.shape), dims=())
+        return self.weight(f"const.{self.node.name}", value.clone())
+
     def cast(self, x, dtype):
         if isinstance(x, Literal) or not _is_tensor(x):
             return self.lit(x.value if isinstance(x, Literal) else x, dtype)
@@ -343,6 +356,9 @@ class FxImporter:
                 return out
             except Exception as e:  # any rule failure degrades to an opaque call, never a crash
                 reason = f"{type(e).__name__}: {e}"
+        value = _fold(node, args, kwargs)
+        if value is not None:
+            return self.constant(value)
         return self.opaque_call(node, args, kwargs, key, reason)
 
     def _check(self, out) -> None:
@@ -380,6 +396,35 @@ class FxImporter:
         self.opaque[tag] = OpaqueCall(fn, targs, tkwargs, key, _where(node), reason, tuple(t.type for t in tensors))
         outs = self.emit("opaque", *tensors, target=tag, out_types=out_types)
         return outs if isinstance(m, (tuple, list)) else outs
+
+
+def _fold(node: fx.Node, args, kwargs) -> Optional[torch.Tensor]:
+    """The value of a tensor-creating call with no tensor or symbolic inputs, computed now.
+
+    Only torch functions named like an ATen op that no RNG seeds (``linspace``, ``eye``,
+    ``tril_indices``; not ``randn``) are folded: their value cannot change between calls.
+    Returns None for any other call.
+    """
+    if node.op != "call_function" or not isinstance(_meta(node), torch.Tensor) or "generator" in kwargs:
+        return None
+    if not (getattr(node.target, "__module__", None) or "").startswith("torch"):
+        return None
+    packet = getattr(torch.ops.aten, getattr(node.target, "__name__", ""), None)
+    if not isinstance(packet, torch._ops.OpOverloadPacket):
+        return None
+    if any(torch.Tag.nondeterministic_seeded in getattr(packet, o).tags for o in packet.overloads()):
+        return None
+    leaves: list = []
+    fx.node.map_aggregate((args, kwargs), leaves.append)
+    if any(_is_tensor(v) or isinstance(v, (D.Sym, torch.SymInt, torch.SymFloat, torch.SymBool)) for v in leaves):
+        return None
+    plain = fx.node.map_aggregate((args, kwargs), lambda v: v.value if isinstance(v, Literal) else v)
+    try:
+        with torch._subclasses.fake_tensor.unset_fake_temporarily():
+            value = node.target(*plain[0], **plain[1])
+    except Exception:
+        return None
+    return value if isinstance(value, torch.Tensor) else None
 
 
 _NUMPY_OK = {torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool}

@@ -76,7 +76,7 @@ def _addmm(cx, bias, a, b, *, beta=1, alpha=1):
 
 @rule("scaled_dot_product_attention", "aten.scaled_dot_product_attention")
 def _sdpa(cx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    """softmax(q k^T * scale + mask) v, as torch's math reference computes it."""
+    """softmax(q k^T * scale + mask) v, as torch computes it (a query row with every key masked gives zeros)."""
     if dropout_p:
         raise Unsupported("attention dropout")
     r = q.type.rank
@@ -102,7 +102,15 @@ def _sdpa(cx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=Non
         else:
             s = cx.emit("add", s, cx.cast(attn_mask, s.type.dtype))
     p = cx.emit("softmax", s, axis=r - 1)
-    return dot(cx, p, v, r - 1, r - 2, r - 2)
+    out = dot(cx, p, v, r - 1, r - 2, r - 2)
+    if attn_mask is None or is_causal:
+        return out
+    # torch gives zeros, not nan, for a query row whose every key is masked (a left-padded batch
+    # has them). Read off the mask, after the product, so fuse_attention still sees its pattern.
+    m, dead = (cx.cast(attn_mask, DT.i32), 0) if attn_mask.type.dtype == DT.boolean else (attn_mask, float("-inf"))
+    best = cx.emit("reduce_max", m, axes=(m.type.rank - 1,), keepdims=True)
+    alive = cx.emit("gt", best, cx.lit(dead, m.type.dtype))
+    return cx.emit("where", alive, out, cx.lit(0, out.type.dtype))
 
 
 def _repeat_heads(cx, t, heads):

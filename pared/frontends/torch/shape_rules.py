@@ -12,7 +12,7 @@ import torch
 from ...ir import dims as D
 from ...ir import dtypes as DT
 from ...ir.core import Literal
-from ...ir.torch_dtypes import from_torch
+from ...ir.torch_dtypes import from_torch, to_torch
 from .rules import Unsupported, is_tensor, promote, rule
 
 
@@ -448,6 +448,36 @@ def _new_rule(value):
 rule("new_ones", "aten.new_ones")(_new_rule(1))
 rule("new_zeros", "new_empty", "aten.new_zeros", "aten.new_empty")(_new_rule(0))
 rule("new_full", "aten.new_full")(_new_rule(None))
+
+
+def _plain(data):
+    """Nested lists of numbers with Literals replaced by their values."""
+    if isinstance(data, (tuple, list)):
+        return [_plain(d) for d in data]
+    return data.value if isinstance(data, Literal) else data
+
+
+def _leaves(data) -> list:
+    return [v for d in data for v in _leaves(d)] if isinstance(data, list) else [data]
+
+
+@rule("tensor", "as_tensor", "asarray")
+def _tensor(cx, data, *, dtype=None, **kw):
+    """``torch.tensor(data)``: a constant (see ``FxImporter.constant``); sizes in ``data`` stay symbolic."""
+    out = cx.out_type()
+    if is_tensor(data):  # as_tensor(t, dtype=...) converts
+        return cx.cast(data, out.dtype)
+    data = _plain(data)
+    leaves = _leaves(data)
+    if any(is_tensor(v) for v in leaves):
+        raise Unsupported("torch.tensor of tensors")
+    if not any(isinstance(v, D.Sym) for v in leaves):
+        return cx.constant(torch.tensor(data, dtype=to_torch(out.dtype)))
+    if out.rank == 0:
+        return cx.lit(leaves[0], out.dtype)  # a size: a rank-0 tensor computed from it
+    parts = [fill(cx, (1,), v, out.dtype) for v in leaves]
+    flat = cx.emit("concat", *parts, axis=0) if len(parts) > 1 else parts[0]
+    return reshape(cx, flat, out.shape)
 
 
 @rule("scalar_tensor", "aten.scalar_tensor")

@@ -24,7 +24,8 @@ def _binary(name, fn, dtypes, doc, commutative=False, out_dtype=None, flops=1):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return fn(x, y)
 
-    register(OpDef(name, infer, impl, arity=2, cost=elementwise_cost(flops), commutative=commutative, dtypes=dtypes, doc=doc))
+    register(OpDef(name, infer, impl, arity=2, cost=elementwise_cost(flops), commutative=commutative, dtypes=dtypes, doc=doc,
+                   traits={"elementwise"}))
 
 
 def _div(x, y):
@@ -65,6 +66,7 @@ register(
         arity=3,
         dtypes=ALL_DTYPES,
         doc="cond ? x : y, all three broadcast together; x and y share a dtype",
+        traits={"elementwise"},
     )
 )
 
@@ -89,6 +91,7 @@ register(
         dtypes=ALL_DTYPES,
         doc="Convert to `dtype`: floats round to nearest even, float->int truncates and saturates, "
         "anything->bool is x != 0.",
+        traits={"elementwise"},
     )
 )
 
@@ -127,5 +130,6 @@ register(
         arity=1,
         dtypes=NUMERIC,
         doc="min(max(x, min), max); a bound of none is absent, nan propagates",
+        traits={"elementwise"},
     )
 )

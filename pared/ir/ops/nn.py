@@ -49,6 +49,7 @@ for _name, _impl, _doc in (
             cost=elementwise_cost(5),
             dtypes=FLOATS,
             doc=f"{_doc}, numerically stable.",
+            traits={"row"},
         )
     )
 
@@ -102,6 +103,7 @@ register(
         cost=elementwise_cost(8),
         dtypes=FLOATS,
         doc="(x - mean) / sqrt(var + eps) * weight + bias over the trailing `axes` (biased variance).",
+        traits={"row"},
     )
 )
 register(
@@ -114,6 +116,7 @@ register(
         cost=elementwise_cost(5),
         dtypes=FLOATS,
         doc="x / sqrt(mean(x^2) + eps) * weight over the trailing `axes` (Llama's RMSNorm).",
+        traits={"row"},
     )
 )
 

@@ -140,5 +140,6 @@ register(
         dtypes=(DT.f32, DT.bf16, DT.f16),
         doc="x [..., K] times a quantized weight q [N, K] ((q - zero) * scale, per-channel or grouped); "
         "act=none (weight-only), dynamic (per-token int8/fp8) or static (per-tensor act_scale).",
+        traits={"quant"},
     )
 )

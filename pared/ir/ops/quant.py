@@ -113,6 +113,7 @@ register(
         cost=elementwise_cost(3),
         dtypes=FLOATS,
         doc="x -> clip(round_half_even(x / scale) + zero) in an int dtype, or round_to(fp8, x / scale).",
+        traits={"elementwise", "quant"},
     )
 )
 register(
@@ -125,5 +126,6 @@ register(
         cost=elementwise_cost(2),
         dtypes=QUANTIZED,
         doc="(q - zero) * scale in the float `dtype`.",
+        traits={"elementwise", "quant"},
     )
 )

@@ -26,7 +26,7 @@ def _acc(x):
     return np.float64 if x.dtype.kind == "f" else np.int64
 
 
-def _reduction(name, fn, dtypes, doc):
+def _reduction(name, fn, dtypes, doc, traits=("reduction", "row")):
     kinds = tuple(dict.fromkeys(d.kind for d in dtypes))
 
     def infer(ts, attrs):
@@ -47,12 +47,14 @@ def _reduction(name, fn, dtypes, doc):
             cost=_reduce_cost,
             dtypes=dtypes,
             doc=doc,
+            traits=frozenset(traits),
         )
     )
 
 
 _reduction("reduce_sum", lambda x, **kw: np.sum(x, dtype=_acc(x), **kw), NUMERIC, "Sum over `axes` (integers wrap).")
-_reduction("reduce_prod", lambda x, **kw: np.prod(x, dtype=_acc(x), **kw), NUMERIC, "Product over `axes`.")
+_reduction("reduce_prod", lambda x, **kw: np.prod(x, dtype=_acc(x), **kw), NUMERIC, "Product over `axes`.",
+           traits=("reduction",))  # no row kernel computes products
 _reduction("reduce_mean", lambda x, **kw: np.mean(x, dtype=np.float64, **kw), FLOATS, "Mean over `axes` (float only).")
 _reduction("reduce_max", np.max, NUMERIC, "Max over `axes`; nan propagates.")
 _reduction("reduce_min", np.min, NUMERIC, "Min over `axes`; nan propagates.")

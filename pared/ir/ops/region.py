@@ -1,6 +1,7 @@
 """``fused``: one op whose body is a sub-graph (a region), e.g. a kernel a fusion pass formed.
 
-The region's inputs receive the op's inputs, in order; its outputs are the op's outputs.
+The region's inputs receive the op's inputs, in order; its outputs are the op's outputs. Its
+decomposition is its region, inlined: what a backend without a kernel for the region runs.
 """
 
 from __future__ import annotations
@@ -8,6 +9,11 @@ from __future__ import annotations
 from .. import dtypes as DT
 from ..errors import TypeInferenceError
 from ..opdef import Cost, OpDef, attr, register
+from ..regions import inline_region
+
+# The region kinds the fusion passes form and the backends generate kernels for.
+POINTWISE_KINDS = ("elementwise", "reduction")
+GEMM_KINDS = ("gemm", "dequant_gemm", "int8_gemm")
 
 
 def _infer(ts, attrs, regions):
@@ -42,5 +48,6 @@ register(
         regions=1,
         dtypes=tuple(DT.ALL.values()),
         doc="A sub-graph run as one kernel; `kind` names the pattern (e.g. 'dequant_matmul').",
+        decompose=inline_region,
     )
 )

@@ -38,6 +38,7 @@ register(
         cost=lambda ins, outs, attrs: memory_cost([], []),
         dtypes=ALL_DTYPES,
         doc="Row-major reshape to `shape` (symbolic dims allowed; element counts must match).",
+        traits={"free"},
     )
 )
 
@@ -64,6 +65,7 @@ register(
         cost=_move_cost,
         dtypes=ALL_DTYPES,
         doc="Permute axes: output axis i is input axis perm[i].",
+        traits={"free"},
     )
 )
 
@@ -99,6 +101,7 @@ register(
         cost=_move_cost,
         dtypes=ALL_DTYPES,
         doc="Broadcast to `shape`, operand dim i becoming output dim dims[i] (lax.broadcast_in_dim).",
+        traits={"free"},
     )
 )
 

@@ -6,7 +6,7 @@ Passes never call this module directly; they build a
 
     run_calibration(graph, batches, request, executor, progress=True) -> CalibrationResult
 
-How it runs (DESIGN.md, "Calibration engine"):
+How it runs (docs/architecture.md, "Calibration"):
 
 1. Plan: only equations whose results reach a requested weight site run (the LM head's logits
    do not); every value is freed after its last use. The memory plan (peak live activations over

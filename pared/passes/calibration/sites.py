@@ -262,12 +262,19 @@ def normalize_batches(graph: Graph, calibration: Any) -> list[tuple]:
         raise CalibrationError("this pass needs calibration data (ctx.calibration / calibration=...): none was given")
     if _is_array(calibration):
         raise CalibrationError("calibration must be a sequence of batches (e.g. a list of arrays), not one array")
+    if isinstance(calibration, (str, bytes)):
+        raise CalibrationError("calibration is a string; it must be a sequence of batches of model inputs "
+                               "(tokenize text first, or use the CLI's --calib TEXT)")
     batches = list(calibration)
     if not batches:
         raise CalibrationError("the calibration set is empty: give at least one batch")
     n = len(graph.inputs)
     out = []
     for b, batch in enumerate(batches):
+        if isinstance(batch, (str, bytes)):
+            raise CalibrationError(f"calibration batch {b} is a string ({batch[:40]!r}); batches must be model inputs "
+                                   "(arrays or tensors): tokenize the text first (e.g. tokenizer(texts, "
+                                   "return_tensors='pt')), or use the CLI's --calib TEXT")
         if _is_array(batch):
             batch = (batch,)
         elif isinstance(batch, Mapping):

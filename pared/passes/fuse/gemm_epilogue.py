@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ...ir import Eqn, Graph, Literal, Var
+from ...ir.regions import inline_region
 from ..base import Pass, register_pass
 from ..context import PassContext
 from ..rewrite import RewriteView, RuleTable, rewrite
 from .ops import ELEMENTWISE, GEMM_KINDS, broadcasts_to, in_region, is_elementwise, last_axis, linear_weight
-from .region import build_region, exported_values, inline_region
+from .region import build_region, exported_values
 
 
 def gemm_kind(e: Eqn) -> Optional[str]:

@@ -1,30 +1,31 @@
-"""Which equations the fusion passes may put in a kernel, and in which role.
+"""Which equations the fusion passes may put in a kernel, and in which role (by op traits).
 
-* elementwise: one output element from the same-position elements of the (broadcast) inputs;
-* row reductions: reduce over the last axis only (keepdims), softmax/log_softmax over the last
-  axis, layer_norm/rms_norm over the last axis: a kernel computes them one row per lane group;
+* elementwise (the ``elementwise`` trait): one output element from the same-position elements of
+  the (broadcast) inputs;
+* row ops (the ``row`` trait): reductions over the last axis only (keepdims), softmax/log_softmax
+  over the last axis, layer_norm/rms_norm over the last axis: a kernel computes them one row per
+  lane group;
 * linear GEMMs: ``dot_general`` of x[..., K] with a 2-d weight [N, K] or [K, N], no batch dims.
 """
 
 from __future__ import annotations
 
 from ...ir import Eqn, Literal
+from ...ir.opdef import get_op, ops_with
+from ...ir.ops.region import GEMM_KINDS
 
-UNARY = frozenset(
-    "neg abs exp log sqrt rsqrt tanh sigmoid relu silu sin cos erf reciprocal floor sign gelu logical_not".split()
-)
-BINARY = frozenset("add sub mul div pow maximum minimum eq ne lt le gt ge logical_and logical_or".split())
-ELEMENTWISE = UNARY | BINARY | {"where", "cast", "clamp", "quantize", "dequantize"}
-ROW_REDUCE = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_mean"})
-ROW_OPS = frozenset({"softmax", "log_softmax", "layer_norm", "rms_norm"})
-GEMM_KINDS = ("gemm", "dequant_gemm", "int8_gemm")
+ELEMENTWISE = ops_with("elementwise")
+
+__all__ = ["ELEMENTWISE", "GEMM_KINDS", "broadcasts_to", "in_region", "is_elementwise", "is_row_op", "last_axis",
+           "linear_weight", "row_shape"]
 
 
 def is_elementwise(e: Eqn) -> bool:
     """Elementwise ops a generated kernel can compute (see the module docstring)."""
-    if e.op not in ELEMENTWISE or len(e.outputs) != 1:
+    op = get_op(e.op)
+    if not op.has("elementwise") or len(e.outputs) != 1:
         return False
-    if e.op in ("quantize", "dequantize") and e.attrs["group_axis"] is not None:
+    if op.has("quant") and e.attrs["group_axis"] is not None:
         return False  # group-wise scales need index arithmetic; the GEMM prologue handles weights
     if e.op == "div" and not e.out.type.dtype.is_float:
         return False  # integer division truncates; keep it out of kernels
@@ -42,8 +43,9 @@ def _kernel_dtype(dt) -> bool:
 
 
 def last_axis(e: Eqn) -> bool:
+    """Whether a row op works along the last axis (its ``axes`` or ``axis`` attribute)."""
     x = e.inputs[0]
-    if e.op in ROW_REDUCE or e.op in ("layer_norm", "rms_norm"):
+    if "axes" in e.attrs:
         axes = tuple(a % x.type.rank for a in e.attrs["axes"])
         return axes == (x.type.rank - 1,)
     return e.attrs["axis"] % x.type.rank == x.type.rank - 1
@@ -51,12 +53,10 @@ def last_axis(e: Eqn) -> bool:
 
 def is_row_op(e: Eqn) -> bool:
     """A reduction or normalisation along the last axis (see the module docstring)."""
-    if e.op in ROW_REDUCE:
-        ok = e.attrs["keepdims"] and e.inputs[0].type.rank >= 1 and last_axis(e)
-    elif e.op in ROW_OPS:
-        ok = e.inputs[0].type.rank >= 1 and last_axis(e)
-    else:
+    op = get_op(e.op)
+    if not op.has("row"):
         return False
+    ok = e.inputs[0].type.rank >= 1 and last_axis(e) and (e.attrs["keepdims"] if op.has("reduction") else True)
     return ok and e.inputs[0].type.dtype.is_float and _kernel_dtype(e.inputs[0].type.dtype)
 
 

@@ -52,19 +52,3 @@ def exported_values(members: Sequence[Eqn], readers: Iterable[Atom]) -> list[Var
     """The member outputs that some atom in ``readers`` (reads after the region) names, in member order."""
     wanted = {a for a in readers if isinstance(a, Var)}
     return [v for e in members for v in e.outputs if v in wanted]
-
-
-def inline_region(eqn: Eqn) -> tuple[list[Eqn], dict[Var, Atom]]:
-    """The member equations of a ``fused`` equation, reading its outer inputs directly.
-
-    Returns the equations (with region-input Vars replaced by the op's inputs) and a mapping
-    from the op's outputs to the region values that define them.
-    """
-    (region,) = eqn.regions
-    m: dict[Var, Atom] = dict(zip(region.inputs, eqn.inputs))
-
-    def atom(a):
-        return m.get(a, a) if isinstance(a, Var) else a
-
-    eqns = [e.replace(inputs=tuple(atom(a) for a in e.inputs)) for e in region.eqns]
-    return eqns, {o: atom(r) for o, r in zip(eqn.outputs, region.outputs)}

@@ -21,19 +21,17 @@ reconstruction error next to RTN's on the same grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Optional
 
 import numpy as np
 
-from ...ir import Graph
 from ...ir.ops.quant import expand_groups
-from ..base import Pass, register_pass
-from ..calibration import hessian_norm2
-from ..context import PassContext
-from .gptq import reconstruction_error
-from .linears import QuantizedWeight, apply_quantized, find_linears
-from .rtn import Observer, Ragged, calibration_sites, make_scheme, rtn_quantize
-from .scheme import QuantizationError, WeightScheme, check_weight, dequantize_with
+from ..base import register_pass
+from ..calibration import Stats, hessian_norm2
+from .calibrated import CalibratedWeightQuantizer, Solution, reconstruction_error
+from .grid import rtn_quantize, weight_grid
+from .observers import Observer
+from .scheme import QuantizationError, Ragged, SchemeKind, WeightScheme, dequantize_with
 
 ZETA, GAMMA = 1.1, -0.1
 
@@ -60,7 +58,7 @@ def adaround_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, ite
         raise QuantizationError(f"adaround: Hessian has shape {h.shape}, expected ({k}, {k})")
     if not np.isfinite(h).all():
         raise QuantizationError("adaround: the Hessian has NaN/Inf entries (non-finite calibration activations)")
-    _, scale, zero = rtn_quantize(w, scheme, observer)
+    scale, zero = weight_grid(w, scheme, observer)
     ga = 1 if scheme.group_size is not None else None
     s = expand_groups(scale, k, ga, scheme.group_size).astype(np.float32) * np.ones((1, k), np.float32)
     z = expand_groups(zero, k, ga, scheme.group_size).astype(np.float32) if zero is not None else np.float32(0.0)
@@ -95,7 +93,7 @@ def adaround_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, ite
 
 @register_pass("adaround")
 @dataclass(frozen=True)
-class AdaRound(Pass):
+class AdaRound(CalibratedWeightQuantizer):
     """Adaptive rounding of every linear layer's weights, calibrated sequentially.
 
     Options:
@@ -109,7 +107,7 @@ class AdaRound(Pass):
 
     weights: str = "int4"
     group: Optional[int] = 128
-    scheme: Literal["sym", "asym", "auto"] = "auto"
+    scheme: SchemeKind = "auto"
     observer: Observer = "minmax"
     ragged: Ragged = "allow"
     iters: int = 300
@@ -121,44 +119,19 @@ class AdaRound(Pass):
     targets: tuple[str, ...] = ()
 
     def __post_init__(self):
-        s = make_scheme(self.weights, self.group, self.scheme)
-        if s.fp8:
+        if self.weight_scheme().fp8:
             raise QuantizationError("adaround: fp8 weights have no uniform grid to round on; use int2..int8")
         if self.iters < 1 or not 0.0 <= self.warmup < 1.0:
             raise QuantizationError(f"adaround: need iters >= 1 and 0 <= warmup < 1, got {self.iters} and {self.warmup}")
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibration import CalibrationRequest, Rewrite, calibrate
-
-        scheme = make_scheme(self.weights, self.group, self.scheme)
-        sites, wsites = calibration_sites(graph, ctx, self.name, self.ignore, self.targets)
-
-        def rewrite(ws, w, stats):
-            w2 = ws.weight_matrix(w).astype(np.float32)
-            why = check_weight(ws.param, w2, scheme, self.ragged)
-            if why:
-                ctx.report.add(self.name, ws.param, skipped=why)
-                return None
-            hs = stats.hessian
-            q, s, z, dq = adaround_quantize(w2, hs, scheme, iters=self.iters, lr=self.lr, reg=self.reg,
-                                            warmup=self.warmup, observer=self.observer)
-            qr, _, _ = rtn_quantize(w2, scheme, self.observer)
-            info = {"q": q, "scale": s, "zero": z, "err": reconstruction_error(w2, dq, hs),
-                    "err_rtn": reconstruction_error(w2, dequantize_with(qr, s, z, scheme), hs),
-                    "flipped": float((q != qr).mean()), "tokens": int(stats.count)}
-            return Rewrite(ws.from_matrix(dq), info=info)
-
-        result = calibrate(graph, ctx, CalibrationRequest(self.name, wsites, lambda s: ("hessian",), rewrite))
-
-        def solve(site, w):
-            rw = result.rewrites.get(site.name)
-            if rw is None:
-                return None
-            i = rw.info
-            return QuantizedWeight(i["q"], i["scale"], i["zero"], scheme.q_type(*i["q"].shape), scheme.group_size,
-                                   act_dtype=self.act_dtype,
-                                   fields={"recon_err": i["err"], "recon_err_rtn": i["err_rtn"], "flipped": i["flipped"],
-                                           "tokens": i["tokens"], "iters": self.iters, "observer": self.observer})
-
-        by_index = {s.index: s for s in find_linears(result.graph)}
-        return apply_quantized(result.graph, ctx, self.name, [by_index[s.index] for s in sites if s.index in by_index], solve)
+    def solve(self, w: np.ndarray, stats: Stats) -> Solution:
+        scheme = self.weight_scheme()
+        h = stats.hessian
+        q, s, z, dq = adaround_quantize(w, h, scheme, iters=self.iters, lr=self.lr, reg=self.reg, warmup=self.warmup,
+                                        observer=self.observer)
+        qr, _, _ = rtn_quantize(w, scheme, self.observer)
+        info = {"recon_err": reconstruction_error(w, dq, h),
+                "recon_err_rtn": reconstruction_error(w, dequantize_with(qr, s, z, scheme), h),
+                "flipped": float((q != qr).mean()), "tokens": int(stats.count), "iters": self.iters,
+                "observer": self.observer}
+        return Solution(q, s, z, dequantized=dq, info=info)

@@ -10,18 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ...ir import Graph
-from ..base import Pass, register_pass
-from ..context import PassContext
-from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select
-from .rtn import Observer, rtn_quantize, skip_ignored
-from .scheme import WeightScheme, check_weight, dequantize_with
-from .w8a8 import W8A8
+from ..base import register_pass
+from .observers import Observer
+from .scheme import WeightScheme, make_scheme
+from .w8a8 import ActivationQuantizer
 
 
 @register_pass("fp8")
 @dataclass(frozen=True)
-class FP8(Pass):
+class FP8(ActivationQuantizer):
     """fp8 e4m3 weights (per output channel) and, optionally, fp8 per-token activations.
 
     Options:
@@ -35,32 +32,5 @@ class FP8(Pass):
     ignore: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        if self.activations != "none":
-            inner = W8A8(activations=self.activations, weights="fp8", observer=self.observer, ignore=self.ignore,
-                         targets=self.targets)
-            return _renamed(inner, self.name).run(graph, ctx)
-        scheme = WeightScheme(8, True, None, fp8=True)
-        report_unquantizable(graph, ctx, self.name, self.ignore)
-        sites, ignored = select(find_linears(graph), self.ignore, self.targets)
-        skip_ignored(ctx, self.name, ignored)
-
-        def solve(site, w):
-            why = check_weight(site.name, w, scheme)
-            if why:
-                ctx.report.add(self.name, site.name, skipped=why)
-                return None
-            q, s, z = rtn_quantize(w, scheme)
-            return QuantizedWeight(q, s, z, scheme.q_type(*w.shape), None, fields={"_deq": dequantize_with(q, s, z, scheme)})
-
-        return apply_quantized(graph, ctx, self.name, sites, solve)
-
-
-def _renamed(p: W8A8, name: str) -> W8A8:
-    """The W8A8 pass reporting under ``name`` (the report rows say fp8, not w8a8)."""
-
-    class _Named(type(p)):
-        pass
-
-    _Named.name = name
-    return _Named(**{f: getattr(p, f) for f in ("activations", "weights", "observer", "ignore", "targets")})
+    def weight_scheme(self) -> WeightScheme:
+        return make_scheme("fp8", None, "sym")

@@ -20,8 +20,8 @@ updates of ``block`` columns). Options:
   further sweeps at the fitted parameters (``refit_rounds``).
 
 The pass runs through the calibration engine sequentially: each layer sees the activations of the
-already-quantized layers before it. With ``target=dense`` each layer instead quantizes the weight
-that best rebuilds the DENSE model's output from those activations
+already-quantized layers before it. With ``reconstruct=dense`` each layer instead quantizes the
+weight that best rebuilds the DENSE model's output from those activations
 (:func:`pared.passes.calibration.sites.dense_target`, from a dense shadow stream; the "asymmetric
 calibration" of GPTQv2), so it also makes up for the error of the layers before it.
 """
@@ -33,31 +33,19 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from ...ir import Graph
-from ..base import Pass, register_pass
-from ..calibration import dense_target, hessian_norm2
-from ..context import PassContext
-from .linears import QuantizedWeight, apply_quantized, find_linears
-from .observers import weight_range
-from .rtn import Observer, Ragged, calibration_sites, make_scheme
-from .scheme import QuantizationError, WeightScheme, check_weight, grouped, params_from_range
-
-
-def _params(w: np.ndarray, scheme: WeightScheme, observer: str, importance: Optional[np.ndarray] = None):
-    """scale/zero [N, G] for the current values of ``w`` [N, k] under ``scheme``'s grouping.
-
-    ``importance`` [k] (per input channel) weights the ``mse`` observer's error."""
-    imp = None if importance is None else grouped(np.asarray(importance, np.float64)[None, :], scheme.group_size)
-    lo, hi = weight_range(grouped(w, scheme.group_size), scheme, observer, importance=imp)
-    return params_from_range(lo, hi, scheme)
+from ...ir import dtypes as DT
+from ..base import register_pass
+from ..calibration import Stats, dense_target
+from .calibrated import CalibratedWeightQuantizer, Solution, reconstruction_error
+from .grid import rtn_quantize, weight_grid
+from .observers import Observer
+from .scheme import QuantizationError, Ragged, SchemeKind, WeightScheme, dequantize_with
 
 
 def _quant_col(w: np.ndarray, s: np.ndarray, z: Optional[np.ndarray], scheme: WeightScheme):
     """(q, dequantized) of one column with per-row scale ``s`` and zero ``z`` (the IR arithmetic)."""
     s = s.astype(np.float64)
     if scheme.fp8:
-        from ...ir import dtypes as DT
-
         q = DT.round_to(DT.f8e4m3, (w / s).astype(np.float32)).astype(np.float64)
         return q, q * s
     if z is None:
@@ -189,7 +177,7 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
         imp[perm] = np.diag(h) if mse_weight == "hessian" else 1.0 / np.diag(hinv) ** 2
         imp[dead] = 0.0
     if static:
-        scale, zero = _params(w_orig, scheme, observer, imp)
+        scale, zero = weight_grid(w_orig, scheme, observer, importance=imp)
     else:
         scale = np.zeros((n, groups), np.float32)
         zero = np.zeros((n, groups), np.float32) if not scheme.symmetric and not scheme.fp8 else None
@@ -212,7 +200,7 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
                     # (columns of this block see the block-start values, as in the reference code)
                     stop = min(col + gs, k)
                     cur = np.concatenate([w1[:, i:], w[:, i2:]], axis=1)[:, : stop - col]
-                    s_g, z_g = _params(cur, sub, observer, None if imp is None else imp[col:stop])
+                    s_g, z_g = weight_grid(cur, sub, observer, importance=None if imp is None else imp[col:stop])
                     scale[:, g] = s_g[:, 0]
                     if zero is not None:
                         zero[:, g] = z_g[:, 0]
@@ -238,8 +226,6 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
     scale = scale.astype(np.float32)
     zero = zero.astype(np.float32) if zero is not None else None
     if refit != "none" and not scheme.fp8:
-        from .scheme import dequantize_with
-
         fit_zero = refit == "scale_zero" and mask is None
         for r in range(refit_rounds):
             if r:  # re-run the sweep with the fitted parameters held fixed
@@ -250,15 +236,9 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
     return q_out, scale, zero, dq_out.astype(np.float32)
 
 
-def reconstruction_error(w: np.ndarray, w_new: np.ndarray, h: np.ndarray) -> float:
-    """||(W - W') X^T||_F^2 / ||W X^T||_F^2 from H = X^T X."""
-    dlt = np.asarray(w, np.float64) - np.asarray(w_new, np.float64)
-    return hessian_norm2(dlt, h) / max(hessian_norm2(w, h), 1e-300)
-
-
 @register_pass("gptq")
 @dataclass(frozen=True)
-class GPTQ(Pass):
+class GPTQ(CalibratedWeightQuantizer):
     """GPTQ weight quantization of every linear layer, calibrated sequentially.
 
     Options:
@@ -277,13 +257,14 @@ class GPTQ(Pass):
             scales/zeros (more rounds: lower layer error, one sweep's time each).
         activations: ``none`` (weight-only) or ``dynamic`` (W8A8 with per-token int8
             activations; needs weights=int8, no groups, scheme=sym).
-        target: ``self`` (each layer's own output on the quantized model's inputs, the paper)
-            or ``dense`` (the dense model's output of the layer; see the module docstring).
+        reconstruct: what each layer rebuilds: ``layer``, its own output on the quantized model's
+            inputs (the paper), or ``dense``, the dense model's output of the layer (see the
+            module docstring).
     """
 
     weights: str = "int4"
     group: Optional[int] = 128
-    scheme: Literal["sym", "asym", "auto"] = "auto"
+    scheme: SchemeKind = "auto"
     observer: Observer = "mse"
     ragged: Ragged = "allow"
     act_order: bool = True
@@ -296,71 +277,36 @@ class GPTQ(Pass):
     act_dtype: Optional[str] = None
     ignore: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
-    target: Literal["self", "dense"] = "self"
+    reconstruct: Literal["layer", "dense"] = "layer"
 
     def __post_init__(self):
-        s = make_scheme(self.weights, self.group, self.scheme)
-        if self.target not in ("self", "dense"):
-            raise QuantizationError(f"gptq target={self.target!r}: valid targets are self and dense")
+        s = self.weight_scheme()
+        if self.reconstruct not in ("layer", "dense"):
+            raise QuantizationError(f"gptq reconstruct={self.reconstruct!r}: valid values are layer and dense")
         if self.refit_rounds < 1:
             raise QuantizationError(f"gptq refit_rounds must be >= 1, got {self.refit_rounds}")
         if self.activations == "dynamic" and (s.bits != 8 or s.group_size is not None or not s.symmetric or s.fp8):
             raise QuantizationError("gptq activations=dynamic (W8A8) needs weights=int8, group=none, scheme=sym")
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibration import CalibrationRequest, Rewrite, calibrate
+    def statistics(self) -> tuple[str, ...]:
+        return ("hessian", "cross") if self.reconstruct == "dense" else ("hessian",)
 
-        scheme = make_scheme(self.weights, self.group, self.scheme)
-        sites, wsites = calibration_sites(graph, ctx, self.name, self.ignore, self.targets)
-        skipped: set[str] = set()
-
-        def rewrite(ws, w, stats):
-            w2 = ws.weight_matrix(w).astype(np.float32)  # (out, in)
-            why = check_weight(ws.param, w2, scheme, self.ragged)
-            if why:
-                skipped.add(ws.param)
-                ctx.report.add(self.name, ws.param, skipped=why)
-                return None
-            keep_zeros = bool((w2 == 0).mean() > 0.1)
-            ref = w2
-            if self.target == "dense":  # a sparse weight keeps its zeros: the target is masked too
-                ref = dense_target(w2, stats.hessian, stats["cross"], self.damp)
-                if keep_zeros:
-                    ref = ref * (w2 != 0)
-            q, s, z, dq = gptq_quantize(ref, stats.hessian, scheme, block=self.block, damp=self.damp,
-                                        act_order=self.act_order, observer=self.observer,
-                                        mse_weight=self.mse_weight, refit=self.refit,
-                                        refit_rounds=self.refit_rounds, keep_zeros=keep_zeros)
-            err = reconstruction_error(ref, dq, stats.hessian)
-            from .rtn import rtn_quantize
-            from .scheme import dequantize_with
-
-            qr, sr, zr = rtn_quantize(w2, scheme, self.observer)
-            err_rtn = reconstruction_error(w2, dequantize_with(qr, sr, zr, scheme), stats.hessian)
-            return Rewrite(ws.from_matrix(dq), info={"q": q, "scale": s, "zero": z, "err": err, "err_rtn": err_rtn,
-                                                     "tokens": int(stats.count), "deq": dq})
-
-        need = ("hessian", "cross") if self.target == "dense" else ("hessian",)
-        req = CalibrationRequest(self.name, wsites, lambda s: need, rewrite, sequential=True)
-        result = calibrate(graph, ctx, req)
-        act = self.activations
-
-        def solve(site, w):
-            rw = result.rewrites.get(site.name)
-            if rw is None:
-                return None
-            info = rw.info
-            return QuantizedWeight(info["q"], info["scale"], info["zero"], scheme.q_type(*info["q"].shape),
-                                   scheme.group_size, act=act, act_dtype=self.act_dtype if act == "none" else None,
-                                   fields={"recon_err": info["err"], "recon_err_rtn": info["err_rtn"],
-                                           "tokens": info["tokens"], "act_order": self.act_order,
-                                           **({"target": "dense"} if self.target == "dense" else {})})
-
-        # the engine left dequantized float weights in result.graph; rewrite from the original sites
-        # (same equation indices) but read q/scale/zero from the rewrites
-        return apply_quantized(result.graph, ctx, self.name, [s for s in _resites(result.graph, sites)], solve)
-
-
-def _resites(graph: Graph, sites):
-    by_index = {s.index: s for s in find_linears(graph)}
-    return [by_index[s.index] for s in sites if s.index in by_index]
+    def solve(self, w: np.ndarray, stats: Stats) -> Solution:
+        scheme = self.weight_scheme()
+        h = stats.hessian
+        keep_zeros = bool((w == 0).mean() > 0.1)
+        ref = w
+        if self.reconstruct == "dense":  # a sparse weight keeps its zeros: the target is masked too
+            ref = dense_target(w, h, stats.cross, self.damp)
+            if keep_zeros:
+                ref = ref * (w != 0)
+        q, s, z, dq = gptq_quantize(ref, h, scheme, block=self.block, damp=self.damp, act_order=self.act_order,
+                                    observer=self.observer, mse_weight=self.mse_weight, refit=self.refit,
+                                    refit_rounds=self.refit_rounds, keep_zeros=keep_zeros)
+        qr, sr, zr = rtn_quantize(w, scheme, self.observer)
+        info = {"recon_err": reconstruction_error(ref, dq, h),
+                "recon_err_rtn": reconstruction_error(w, dequantize_with(qr, sr, zr, scheme), h),
+                "tokens": int(stats.count), "act_order": self.act_order}
+        if self.reconstruct == "dense":
+            info["reconstruct"] = "dense"
+        return Solution(q, s, z, dequantized=dq, info=info)

@@ -19,14 +19,13 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from ...ir import Graph, Sparse, SparseQuant, TensorType
-from ..base import Pass, register_pass
-from ..context import PassContext
+from ...ir import Sparse, SparseQuant, TensorType
+from ..base import register_pass
+from ..calibration import Stats
 from ..sparsify.refit import refit_kept
-from .gptq import gptq_quantize, reconstruction_error
-from .linears import QuantizedWeight, apply_quantized, find_linears
-from .rtn import calibration_sites, make_scheme
-from .scheme import QuantizationError, check_weight
+from .calibrated import CalibratedWeightQuantizer, Solution, reconstruction_error
+from .gptq import gptq_quantize
+from .scheme import QuantizationError, SchemeKind, WeightScheme
 
 
 def group_mask(w: np.ndarray, h: np.ndarray, block: int, sparsity: float, score: str = "obs", damp: float = 0.01) -> np.ndarray:
@@ -55,7 +54,7 @@ def group_mask(w: np.ndarray, h: np.ndarray, block: int, sparsity: float, score:
 
 @register_pass("gqsa")
 @dataclass(frozen=True)
-class GQSA(Pass):
+class GQSA(CalibratedWeightQuantizer):
     """Group sparsity (per-row blocks) followed by GPTQ of the kept weights.
 
     Options:
@@ -77,7 +76,7 @@ class GQSA(Pass):
     block: int = 16
     weights: str = "uint4"
     group: Optional[int] = 64
-    scheme: Literal["sym", "asym", "auto"] = "auto"
+    scheme: SchemeKind = "auto"
     act_order: bool = False
     damp: float = 0.01
     refit: bool = True
@@ -94,45 +93,27 @@ class GQSA(Pass):
             raise ValueError(f"gqsa score must be 'obs' or 'wanda', got {self.score!r}")
         if self.steps < 1 or self.block < 1:
             raise ValueError(f"gqsa steps and block must be >= 1, got steps={self.steps}, block={self.block}")
-        make_scheme(self.weights, self.group, self.scheme)
+        super().__post_init__()
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibration import CalibrationRequest, Rewrite, calibrate
+    def skip_reason(self, name: str, w: np.ndarray, scheme: WeightScheme) -> Optional[str]:
+        why = super().skip_reason(name, w, scheme)
+        if why is None and w.shape[1] % self.block:
+            why = f"block {self.block} does not divide the input width {w.shape[1]}"
+        return why
 
-        scheme = make_scheme(self.weights, self.group, self.scheme)
-        sites, wsites = calibration_sites(graph, ctx, self.name, self.ignore, self.targets)
+    def q_type(self, scheme: WeightScheme, n: int, k: int) -> TensorType:
+        # the pruned blocks are declared, so byte counts (stored_nbytes) see kept values + mask
+        return TensorType((n, k), scheme.dtype, SparseQuant(Sparse("block", block=(1, self.block)), scheme.encoding()))
 
-        def rewrite(ws, w, stats):
-            w2 = ws.weight_matrix(w).astype(np.float32)
-            why = check_weight(ws.param, w2, scheme)
-            if why is None and w2.shape[1] % self.block:
-                why = f"block {self.block} does not divide the input width {w2.shape[1]}"
-            if why:
-                ctx.report.add(self.name, ws.param, skipped=why)
-                return None
-            pruned = w2
-            for t in range(1, self.steps + 1):
-                keep = group_mask(pruned, stats.hessian, self.block, self.sparsity * t / self.steps, self.score, self.damp)
-                pruned = w2 * keep
-                if self.refit:  # the kept weights re-solved for the mask: the pruning error is compensated
-                    pruned = refit_kept(w2, pruned, keep, stats.hessian, damp=self.damp, iters=self.refit_iters)
-            q, s, z, dq = gptq_quantize(pruned, stats.hessian, scheme, act_order=self.act_order, damp=self.damp,
-                                        keep_zeros=True)
-            return Rewrite(ws.from_matrix(dq), info={"q": q, "scale": s, "zero": z, "err": reconstruction_error(w2, dq, stats.hessian),
-                                                     "density": float((pruned != 0).mean())})
-
-        result = calibrate(graph, ctx, CalibrationRequest(self.name, wsites, lambda s: ("hessian",), rewrite))
-
-        def solve(site, w):
-            rw = result.rewrites.get(site.name)
-            if rw is None:
-                return None
-            i = rw.info
-            n, k = i["q"].shape
-            # the pruned blocks are declared, so byte counts (stored_nbytes) see kept values + mask
-            q_type = TensorType((n, k), scheme.dtype, SparseQuant(Sparse("block", block=(1, self.block)), scheme.encoding()))
-            return QuantizedWeight(i["q"], i["scale"], i["zero"], q_type, scheme.group_size,
-                                   fields={"recon_err": i["err"], "density": i["density"], "block": self.block})
-
-        by_index = {s.index: s for s in find_linears(result.graph)}
-        return apply_quantized(result.graph, ctx, self.name, [by_index[s.index] for s in sites if s.index in by_index], solve)
+    def solve(self, w: np.ndarray, stats: Stats) -> Solution:
+        h = stats.hessian
+        pruned = w
+        for t in range(1, self.steps + 1):
+            keep = group_mask(pruned, h, self.block, self.sparsity * t / self.steps, self.score, self.damp)
+            pruned = w * keep
+            if self.refit:  # the kept weights re-solved for the mask: the pruning error is compensated
+                pruned = refit_kept(w, pruned, keep, h, damp=self.damp, iters=self.refit_iters)
+        q, s, z, dq = gptq_quantize(pruned, h, self.weight_scheme(), act_order=self.act_order, damp=self.damp,
+                                    keep_zeros=True)
+        return Solution(q, s, z, dequantized=dq, info={"recon_err": reconstruction_error(w, dq, h),
+                                                       "density": float((pruned != 0).mean()), "block": self.block})

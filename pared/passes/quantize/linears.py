@@ -1,4 +1,5 @@
-"""Finding the linear layers of a graph and rewriting them into ``qlinear`` (the shared rewrite).
+"""Finding the linear layers of a graph, choosing those a pass rewrites, and rewriting them into
+``qlinear`` (the shared rewrite).
 
 A linear layer is ``dot_general(x, @W)`` with a rank-2 weight param, no batch axes, contracting
 x's last axis with W's input axis: ``W`` is [N, K] (torch's [out, in], contract=((r-1,),(1,)))
@@ -10,8 +11,8 @@ weight to (q, scale, zero)) plus this graph rewrite, the shape of thunder's quan
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -158,14 +159,36 @@ def select(sites: Sequence[LinearSite], ignore: Iterable[str] = (), targets: Ite
     return kept, dropped
 
 
+def select_layers(graph: Graph, ctx: PassContext, pass_name: str, ignore: Iterable[str] = (),
+                  targets: Iterable[str] = ()) -> list[LinearSite]:
+    """The linear layers a quantization pass rewrites (:func:`select`), with a report row for every
+    other weight layer: ignored ones, and those no ``qlinear`` can replace."""
+    report_unquantizable(graph, ctx, pass_name, ignore)
+    sites, ignored = select(find_linears(graph), ignore, targets)
+    for s in ignored:
+        ctx.report.add(pass_name, s.name, skipped="matched ignore=; kept in float")
+    return sites
+
+
 def weight_nk(graph: Graph, site: LinearSite) -> np.ndarray:
     w = as_numpy(graph.weight(site.name))
     return w if site.layout == "nk" else np.ascontiguousarray(w.T)
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuantizedWeight:
-    """A weight transform's result: q [N, K], scale/zero [N, G], the q type, and report fields."""
+    """A weight transform's result for one layer: what its ``qlinear`` reads, and its report.
+
+    Attributes:
+        q, scale, zero: codes [N, K] and scale/zero point [N, G] (zero None when symmetric).
+        q_type: the type of q, with its encoding.
+        group_size: input channels per group (None: per output channel).
+        act, act_dtype, act_scale: the ``qlinear``'s activation mode, weight-only activation
+            precision, and static per-tensor activation scale.
+        dequantized: the dequantized weight [N, K]; when given, the report row gets ``rel_err``,
+            its relative distance to the float weight.
+        fields: further report fields of the layer (observer, errors, ...).
+    """
 
     q: np.ndarray
     scale: np.ndarray
@@ -175,7 +198,8 @@ class QuantizedWeight:
     act: str = "none"
     act_dtype: Optional[str] = None
     act_scale: Optional[float] = None
-    fields: Optional[dict] = None
+    dequantized: Optional[np.ndarray] = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 def float_bytes(t: TensorType) -> int:
@@ -233,7 +257,7 @@ def apply_quantized(graph: Graph, ctx: PassContext, pass_name: str, sites: Seque
         enc = site.param.type.encoding
         if enc is not None and enc.kind == "sparse":
             if site.layout == "nk":  # sparse then quantized: keep what the sparsity pass declared
-                qw.q_type = qw.q_type.with_(encoding=SparseQuant(enc, qw.q_type.encoding))
+                qw = replace(qw, q_type=qw.q_type.with_(encoding=SparseQuant(enc, qw.q_type.encoding)))
             else:
                 ctx.report.add(pass_name, site.name, note="sparse encoding dropped: the [K, N] weight was transposed")
         e, ptypes, pvals = qlinear_eqn(site, qw, prefix)
@@ -246,15 +270,14 @@ def apply_quantized(graph: Graph, ctx: PassContext, pass_name: str, sites: Seque
         if isinstance(qw.q_type.encoding, SparseQuant):
             kept = dequantize_weight(qw.q, qw.scale, qw.zero, qw.group_size) != 0
         after = sum(stored_nbytes(t, kept if name.endswith(".q") else None) for name, t in ptypes.items())
-        deq = qw.fields.pop("_deq", None) if qw.fields else None
         row = {"bits": qenc.bits if qenc else qw.q_type.dtype.bits, "scheme": qenc.scheme if qenc else ""}
         row["group"] = qw.group_size or "channel"
         row["act"] = qw.act if qw.act != "none" else (qw.act_dtype or "float")
         row["scale_min"] = float(qw.scale.min())
         row["scale_max"] = float(qw.scale.max())
-        if deq is not None:
-            row["rel_err"] = float(np.linalg.norm(deq - w) / max(np.linalg.norm(w), 1e-30))
-        row.update(qw.fields or {})
+        if qw.dequantized is not None:
+            row["rel_err"] = float(np.linalg.norm(qw.dequantized - w) / max(np.linalg.norm(w), 1e-30))
+        row.update(qw.fields)
         row["bytes_before"] = before
         row["bytes_after"] = after
         ctx.report.add(pass_name, site.name, **row)

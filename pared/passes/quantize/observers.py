@@ -17,14 +17,17 @@ per-tensor range. Methods:
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
+from ...ir import dtypes as DT
 from .scheme import QuantizationError, WeightScheme, params_from_range
 
-OBSERVERS = ("minmax", "percentile", "mse", "sparse")
+Observer = Literal["minmax", "percentile", "mse", "sparse"]  # the ``observer`` option of the passes
+OBSERVERS = typing.get_args(Observer)
 
 
 def _check(method: str) -> None:
@@ -57,8 +60,6 @@ def weight_range(wg: np.ndarray, scheme: WeightScheme, method: str = "minmax", p
 
 def _fake_quant(x: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray], scheme: WeightScheme) -> np.ndarray:
     """quantize-dequantize ``x`` [..., g] with per-row scale/zero [..., 1] (the IR ops' arithmetic)."""
-    from ...ir import dtypes as DT
-
     if scheme.fp8:
         return DT.round_to(DT.f8e4m3, x / scale) * scale
     q = np.rint(x / scale)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -32,6 +32,9 @@ class QuantizationError(ValueError):
 
 
 SUPPORTED_INT_BITS = (2, 3, 4, 5, 6, 7, 8)
+
+SchemeKind = Literal["sym", "asym", "auto"]  # the ``scheme`` option: auto is asym for uintN, else sym
+Ragged = Literal["allow", "skip", "error"]  # a group size that does not divide the input width
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,18 @@ def parse_weights(spec: str) -> tuple[int, bool, bool]:
     if bits not in SUPPORTED_INT_BITS:
         raise QuantizationError(f"unsupported bit-width {bits} in {spec!r}: integer weights take 2..8 bits")
     return bits, not m.group(1), False
+
+
+def make_scheme(weights: str, group: Optional[int], scheme: str = "auto") -> WeightScheme:
+    """The scheme of the ``weights``/``group``/``scheme`` options every weight quantizer takes.
+
+    Raises QuantizationError for an unreadable format or an asymmetric fp8 request.
+    """
+    bits, sym_default, fp8 = parse_weights(weights)
+    symmetric = sym_default if scheme == "auto" else scheme == "sym"
+    if fp8 and not symmetric:
+        raise QuantizationError("fp8 weights are symmetric (no zero point); use scheme=sym")
+    return WeightScheme(bits, symmetric, group, fp8)
 
 
 def grouped(w: np.ndarray, group_size: Optional[int]) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ...ir import Graph, Param, TensorType, Var, make_eqn
 from ..base import Pass, register_pass
+from ..calibration import CalibrationRequest, calibrate, find_weight_sites
 from ..context import PassContext
 from ..rewrite import count_uses
 from .linears import as_numpy, find_linears, linear_kind, select
@@ -48,8 +49,6 @@ class SmoothQuant(Pass):
             raise ValueError(f"smoothquant alpha must be in [0, 1], got {self.alpha}")
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        from ..calibration import CalibrationRequest, calibrate, find_weight_sites
-
         sites, _ = select(find_linears(graph), self.ignore, self.targets)
         by_index = {s.index: s for s in sites}
         wsites = [ws for ws in find_weight_sites(graph) if ws.index in by_index]

@@ -3,27 +3,30 @@
 ``dynamic`` quantizes each token at run time (per-token scale max|x| / 127); ``static`` uses one
 calibrated per-tensor scale per layer input, from an observer over the calibration batches (run
 through the calibration engine, non-sequentially: ranges of the float model). The product is an
-int8 x int8 -> int32 matmul (``torch._int_mm`` on the torch backend).
+int8 x int8 -> int32 matmul (``torch._int_mm`` on the torch backend). :class:`ActivationQuantizer`
+is shared with ``fp8``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, ClassVar, Literal, Sequence
 
 import numpy as np
 
 from ...ir import Graph
-from ..base import Pass, register_pass
+from ..base import register_pass
+from ..calibration import CalibrationRequest, Statistic, calibrate, find_weight_sites
 from ..context import PassContext
-from .linears import QuantizedWeight, apply_quantized, find_linears, report_unquantizable, select, weight_nk
-from .observers import ActivationObserver
-from .rtn import Observer, rtn_quantize, skip_ignored
-from .scheme import QuantizationError, WeightScheme, check_weight, dequantize_with
+from .grid import rtn_quantize
+from .linears import LinearSite, QuantizedWeight, weight_nk
+from .observers import ActivationObserver, Observer
+from .quantizer import WeightQuantizer
+from .scheme import QuantizationError, WeightScheme, check_weight, dequantize_with, make_scheme
 
 
-class _RangeStat:
-    """A calibration-engine Statistic feeding an ActivationObserver."""
+class ActivationRange(Statistic):
+    """A calibration-engine statistic: an :class:`ActivationObserver` over one layer's input."""
 
     key = "act_range"
 
@@ -33,30 +36,68 @@ class _RangeStat:
     def update(self, x: np.ndarray) -> None:
         self.obs.update(x)
 
-    def result(self):
+    def result(self) -> ActivationObserver:
         return self.obs
 
 
-def static_scales(graph: Graph, ctx: PassContext, sites, method: str, qmax: float, pass_name: str) -> dict[str, float]:
+def static_scales(graph: Graph, ctx: PassContext, sites: Sequence[LinearSite], method: str, qmax: float,
+                  pass_name: str) -> dict[str, float]:
     """Per-tensor activation scale of each site's input (name -> scale) from the calibration data."""
-    from ..calibration import CalibrationRequest, Statistic, calibrate, find_weight_sites
-
-    by_index = {s.index: s for s in sites}
-    wsites = [ws for ws in find_weight_sites(graph) if ws.index in by_index]
-    Stat = type("ActRange", (_RangeStat, Statistic), {})
+    index = {s.index for s in sites}
+    wsites = [ws for ws in find_weight_sites(graph) if ws.index in index]
     scales: dict[str, float] = {}
 
     def rewrite(ws, w, stats):
         scales[ws.param] = stats["act_range"].symmetric_scale(qmax)
         return None
 
-    calibrate(graph, ctx, CalibrationRequest(pass_name, wsites, lambda ws: (Stat(method, ws.param),), rewrite, sequential=False))
+    calibrate(graph, ctx, CalibrationRequest(pass_name, wsites, lambda ws: (ActivationRange(method, ws.param),), rewrite,
+                                             sequential=False))
     return scales
+
+
+class ActivationQuantizer(WeightQuantizer):
+    """Per-channel 8-bit RTN weights, and activations quantized per token at run time
+    (``activations=dynamic``), per tensor from calibration (``static``) or not at all (``none``).
+
+    Reads the options ``activations``, ``observer`` (the static activation observer) and
+    ``weight_observer`` (``minmax`` when the pass does not declare it)."""
+
+    if TYPE_CHECKING:  # option fields the subclass declares
+        activations: str
+        observer: str
+
+    weight_observer: ClassVar[str] = "minmax"
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        scheme = self.weight_scheme()
+        sites = self.layers(graph, ctx)
+        scales: dict[str, float] = {}
+        if self.activations == "static":
+            for site in sites:  # before calibrating: a non-finite weight would surface downstream
+                check_weight(site.name, weight_nk(graph, site), scheme)
+            scales = static_scales(graph, ctx, sites, self.observer, 448.0 if scheme.fp8 else 127.0, self.name)
+        return self.quantize_layers(graph, ctx, sites, scheme, lambda site, w: self._quantize(scheme, site, w, scales))
+
+    def _quantize(self, scheme: WeightScheme, site: LinearSite, w: np.ndarray, scales: dict[str, float]) -> QuantizedWeight:
+        q, s, z = rtn_quantize(w, scheme, self.weight_observer)
+        act_scale = None
+        if self.activations == "static":
+            if site.name not in scales:
+                raise QuantizationError(f"{self.name}: no calibrated activation range for {site.name}")
+            act_scale = scales[site.name]
+        fields = {}
+        if self.activations != "none":
+            fields["act_obs"] = self.observer if act_scale is not None else "per-token"
+        if act_scale is not None:
+            fields["act_scale"] = act_scale
+        return QuantizedWeight(q, s, z, scheme.q_type(*w.shape), None, act=self.activations, act_scale=act_scale,
+                               dequantized=dequantize_with(q, s, z, scheme), fields=fields)
 
 
 @register_pass("w8a8")
 @dataclass(frozen=True)
-class W8A8(Pass):
+class W8A8(ActivationQuantizer):
     """Quantize linear weights per output channel and their input activations to 8 bits.
 
     Options:
@@ -74,34 +115,5 @@ class W8A8(Pass):
     ignore: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
 
-    def scheme(self) -> WeightScheme:
-        return WeightScheme(8, True, None, fp8=self.weights == "fp8")
-
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        scheme = self.scheme()
-        report_unquantizable(graph, ctx, self.name, self.ignore)
-        sites, ignored = select(find_linears(graph), self.ignore, self.targets)
-        skip_ignored(ctx, self.name, ignored)
-        qmax = 448.0 if scheme.fp8 else 127.0
-        scales: dict[str, float] = {}
-        if self.activations == "static":
-            for site in sites:  # before calibrating: a non-finite weight would surface downstream
-                check_weight(site.name, weight_nk(graph, site), scheme)
-            scales = static_scales(graph, ctx, sites, self.observer, qmax, self.name)
-        return apply_quantized(graph, ctx, self.name, sites, lambda site, w: self._solve(ctx, scheme, site, w, scales))
-
-    def _solve(self, ctx, scheme: WeightScheme, site, w, scales) -> Optional[QuantizedWeight]:
-        why = check_weight(site.name, w, scheme)
-        if why:
-            ctx.report.add(self.name, site.name, skipped=why)
-            return None
-        q, s, z = rtn_quantize(w, scheme, self.weight_observer)
-        act_scale = None
-        if self.activations == "static":
-            if site.name not in scales:
-                raise QuantizationError(f"{self.name}: no calibrated activation range for {site.name}")
-            act_scale = scales[site.name]
-        fields = {"_deq": dequantize_with(q, s, z, scheme), "act_obs": self.observer if act_scale is not None else "per-token"}
-        if act_scale is not None:
-            fields["act_scale"] = act_scale
-        return QuantizedWeight(q, s, z, scheme.q_type(*w.shape), None, act=self.activations, act_scale=act_scale, fields=fields)
+    def weight_scheme(self) -> WeightScheme:
+        return make_scheme(self.weights, None, "sym")

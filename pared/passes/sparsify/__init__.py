@@ -5,7 +5,7 @@ from .pattern import Pattern, parse_pattern
 from .sparsify import Sparsify
 from .structured import StructuredRemoval
 from .sweep import SweepResult, essential_sparsity
-from .targets import select_sites
+from .selection import select_sites
 
 __all__ = ["ActivationSparsity", "Pattern", "Sparsify", "StructuredRemoval", "SweepResult", "essential_sparsity",
            "parse_pattern", "select_sites"]

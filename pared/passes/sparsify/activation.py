@@ -31,7 +31,7 @@ from ..base import Pass, register_pass
 from ..calibration import CalibrationError, CalibrationRequest, Statistic, calibrate, check_finite_weights
 from ..context import PassContext
 from ..layer_patterns import as_patterns
-from .targets import select_sites
+from .selection import select_sites
 
 METHODS = ("topk", "threshold", "wina")
 

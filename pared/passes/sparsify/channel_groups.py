@@ -22,15 +22,19 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ...ir import Graph, Param, Var
+from ...ir import Graph, Param, Var, get_op
 from ...ir import dims as D
 from ..calibration import find_weight_sites
 
-UNARY = {"neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "silu", "sin", "cos", "erf",
-         "reciprocal", "floor", "sign", "gelu", "logical_not", "cast", "clamp"}
-NARY = {"add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge",
-        "logical_and", "logical_or", "where"}
-REDUCE = {"reduce_sum", "reduce_max", "reduce_min", "reduce_mean", "reduce_prod"}
+
+def _elementwise(op: str) -> Optional[str]:
+    """``"unary"`` or ``"nary"`` (broadcasting) for an elementwise op the tracked axis passes
+    straight through, else None (quantize/dequantize are elementwise, but their scales are
+    indexed by the channels too: not tracked)."""
+    d = get_op(op)
+    if not d.has("elementwise") or d.has("quant"):
+        return None
+    return "unary" if d.arity == 1 else "nary"
 
 
 @dataclass
@@ -162,9 +166,10 @@ def _step(t: _Tracker, i: int, e, tracked) -> None:
 
     k0, x0 = tracked[0]
     a0 = t.track[x0][1]
-    if op in UNARY:
+    kind = _elementwise(op)
+    if kind == "unary":
         t.set(out, g, a0)
-    elif op in NARY:
+    elif kind == "nary":
         r = out.type.rank
         axes = {t.track[x][1] + r - x.type.rank for _, x in tracked}
         if len(axes) != 1:
@@ -209,7 +214,7 @@ def _step(t: _Tracker, i: int, e, tracked) -> None:
         if e.attrs["axis"] % x0.type.rank == a0:
             return refuse("normalizes along the channel axis")
         t.set(out, g, a0)
-    elif op in REDUCE:
+    elif get_op(op).has("reduction"):
         axes = [a % x0.type.rank for a in e.attrs["axes"]]
         if a0 in axes:
             return refuse("reduces the channel axis")

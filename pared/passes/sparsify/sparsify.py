@@ -39,7 +39,7 @@ from .pattern import parse_pattern
 from .random import erk_densities, random_scores
 from .refit import refit_kept
 from .sparsegpt import sparsegpt
-from .targets import select_sites, unmatched_ignore
+from .selection import select_sites, unmatched_ignore
 from .wanda import wanda_scores
 
 METHODS = ("magnitude", "random", "wanda", "sparsegpt")
@@ -71,7 +71,7 @@ class Sparsify(Pass):
         damp: SparseGPT dampening, as a fraction of the mean Hessian diagonal.
         blocksize: SparseGPT lazy-update block (columns).
         sequential: calibrate each layer on the already-pruned model (else on the dense one).
-        target: what sparsegpt and dsnot reconstruct: ``self``, the layer's own output on the
+        reconstruct: what sparsegpt and dsnot rebuild: ``layer``, the layer's own output on the
             pruned model's input (the papers); ``dense``, the DENSE model's output of the layer,
             which the engine gets from a dense shadow stream (:func:`dense_target`), so each layer
             also makes up for the error of the layers before it (sequential only).
@@ -94,7 +94,7 @@ class Sparsify(Pass):
     damp: float = 0.01
     blocksize: int = 128
     sequential: bool = True
-    target: Literal["self", "dense"] = "self"
+    reconstruct: Literal["layer", "dense"] = "layer"
     seed: int = 0
 
     def __post_init__(self):
@@ -114,10 +114,10 @@ class Sparsify(Pass):
             raise ValueError("sparsegpt supports unstructured and N:M patterns, not blocks")
         if self.dsnot and pat.kind == "block":
             raise ValueError("dsnot refines unstructured and N:M masks, not blocks")
-        if self.target not in ("self", "dense"):
-            raise ValueError(f"target={self.target!r}: valid targets are self and dense")
-        if self.target == "dense" and not (self.method == "sparsegpt" or self.dsnot):
-            raise ValueError("target=dense applies to sparsegpt and dsnot (which rebuild weights), not to a bare "
+        if self.reconstruct not in ("layer", "dense"):
+            raise ValueError(f"reconstruct={self.reconstruct!r}: valid values are layer and dense")
+        if self.reconstruct == "dense" and not (self.method == "sparsegpt" or self.dsnot):
+            raise ValueError("reconstruct=dense applies to sparsegpt and dsnot (which rebuild weights), not to a bare "
                              f"{self.method} mask")
         if self.blocksize < 1 or self.dsnot_cycles < 0 or self.damp < 0 or self.refit_iters < 1:
             raise ValueError("blocksize and refit_iters must be >= 1, dsnot_cycles >= 0 and damp >= 0")
@@ -183,7 +183,7 @@ class Sparsify(Pass):
             if h is not None:
                 row["error"] = relative_error(ref, new, h)
             if ref is not w2:
-                row["target"] = "dense"
+                row["reconstruct"] = "dense"
                 row["error_vs_own_weight"] = relative_error(w2, new, h)
             row.update(info)
             rows[site.param] = row
@@ -192,7 +192,7 @@ class Sparsify(Pass):
 
         if has_data:
             stats = ("hessian", "norms") if self.method == "wanda" else ("hessian",)
-            if self.target == "dense":
+            if self.reconstruct == "dense":
                 stats += ("cross",)
             req = CalibrationRequest(self.name, sites, lambda s: stats, rewrite, sequential=self.sequential)
             out = calibrate(graph, ctx, req).graph

@@ -34,7 +34,7 @@ from ..calibration import CalibrationError, CalibrationRequest, calibrate, check
 from ..context import PassContext
 from ..layer_patterns import as_patterns, check_targets, compile_patterns, selected
 from .channel_groups import Group, find_channel_groups
-from .targets import HEAD_OR_EMBEDDING
+from .selection import HEAD_OR_EMBEDDING
 
 KINDS = ("channels", "heads")
 

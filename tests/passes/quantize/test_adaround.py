@@ -8,7 +8,7 @@ from pared.compiler.context import make_context
 from pared.ir import verify
 from pared.ir.ops.qops import dequantize_weight
 from pared.passes.quantize import AdaRound, QuantizationError, QuantizeWeights, adaround_quantize, rtn_quantize
-from pared.passes.quantize.gptq import reconstruction_error
+from pared.passes.quantize.calibrated import reconstruction_error
 from pared.passes.quantize.scheme import WeightScheme, dequantize_with
 
 from .conftest import calibration, mlp_graph

@@ -17,7 +17,7 @@ from pared.passes.quantize import (
     gptq_quantize,
     rtn_quantize,
 )
-from pared.passes.quantize.gptq import reconstruction_error
+from pared.passes.quantize.calibrated import reconstruction_error
 from pared.passes.quantize.scheme import WeightScheme, dequantize_with
 
 from .conftest import calibration, mlp_graph
@@ -204,24 +204,25 @@ def test_gptq_pass_with_clipping_search_and_refit(rng):
         GPTQ(weights="uint4", group=32, refit="scale", refit_rounds=0)
 
 
-def test_gptq_dense_target_is_closer_to_the_dense_model(rng):
-    """target=dense quantizes each layer toward the dense model's output (a dense shadow stream in
-    the engine): at 3 bits the model output on the calibration data gets closer to the dense one."""
+def test_gptq_reconstruct_dense_is_closer_to_the_dense_model(rng):
+    """reconstruct=dense quantizes each layer toward the dense model's output (a dense shadow stream
+    in the engine): at 3 bits the model output on the calibration data gets closer to the dense one."""
     g = mlp_graph(rng)
     cal = calibration(rng, n=4)
     x = np.concatenate([c[0] for c in cal])
     ref, = run_graph(g, [x])
     errs = {}
-    for target in ("self", "dense"):
+    for reconstruct in ("layer", "dense"):
         ctx = ctx_with(cal)
-        out = GPTQ(weights="uint3", group=32, target=target)(g, ctx)
+        out = GPTQ(weights="uint3", group=32, reconstruct=reconstruct)(g, ctx)
         verify(out)
-        errs[target] = rel(run_graph(out, [x])[0], ref)
-    assert errs["dense"] < errs["self"], errs
+        errs[reconstruct] = rel(run_graph(out, [x])[0], ref)
+    assert errs["dense"] < errs["layer"], errs
     rows = [r for r in ctx.report.for_pass("gptq") if "recon_err" in r.fields]
-    assert len(rows) == 5 and all(r.fields["target"] == "dense" for r in rows)
-    with pytest.raises(QuantizationError, match="valid targets"):
-        GPTQ(weights="uint4", target="teacher")
+    assert len(rows) == 5 and all(r.fields["reconstruct"] == "dense" for r in rows)
+    with pytest.raises(QuantizationError, match="valid values are layer and dense"):
+        GPTQ(weights="uint4", reconstruct="teacher")
+    assert GPTQ.from_options({"reconstruct": "dense"}).reconstruct == "dense"
 
 
 def test_calibration_with_nan_is_an_error(rng):

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pared.ir.packing import pack_bits, packed_nbytes, unpack_bits
+from pared.passes.quantize.grid import rtn_quantize
 from pared.passes.quantize.observers import ActivationObserver, weight_range
-from pared.passes.quantize.rtn import rtn_quantize
 from pared.passes.quantize.scheme import (
     QuantizationError,
     WeightScheme,

@@ -1,5 +1,7 @@
 """Quantized graphs on the torch backend (real int4/int8 kernels) match the reference interpreter."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from pared.compiler.context import make_context
 
 torch = pytest.importorskip("torch")
 
+from pared.backends.costmodel import decisions_of  # noqa: E402
 from pared.backends.reference.interpreter import run_graph  # noqa: E402
 from pared.backends.torch import lower  # noqa: E402
 from pared.backends.torch.quantized import kernel_choices, use_kernels  # noqa: E402
@@ -34,7 +37,7 @@ def test_torch_lowering_matches_reference(rng, p, kernel, tol):
     g = p(mlp_graph(rng, k=72, hidden=120), make_context(calibration=cal, progress=False))
     x = cal[0][0]
     want, = run_graph(g, [x])
-    with use_kernels("compressed"), pytest.warns(UserWarning) if kernel == "dense" else _nothing():
+    with use_kernels("compressed"):
         gm = lower(g)
     assert kernel_choices(gm) == {kernel: 5}
     got = gm(torch.from_numpy(x))[0].numpy()
@@ -42,37 +45,35 @@ def test_torch_lowering_matches_reference(rng, p, kernel, tol):
 
 
 def test_cost_model_keeps_dense_when_slower_and_says_so(rng):
-    """fp32 activations into the int4 kernel: measured slower than dense fp32 here, kept dense with a warning."""
+    """fp32 activations into the int4 kernel: measured slower than dense fp32 here, kept dense, and
+    the decision (not a warning per layer) says why."""
     g = QuantizeWeights(weights="int4", group=32)(mlp_graph(rng))
-    with pytest.warns(UserWarning, match="measured slower than dense"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         gm = lower(g)
     assert kernel_choices(gm) == {"dense": 5}
+    assert all(c.refused and "measured slower than dense" in c.reason for c in decisions_of(gm))
+    assert "5 kept on the baseline" in decisions_of(gm).summary()
 
 
 def test_kept_dense_weight_only_layer_runs_the_measured_fp32_baseline(rng, monkeypatch):
     """A bf16-activation weight-only layer measured slower than dense runs dense fp32 (no bf16 cast
     of its activations, which is what made it slower than dense), within bf16 rounding of the reference."""
+    import pared.backends.costmodel.measured as measured
     import pared.backends.torch.quantized as tq
 
-    monkeypatch.setattr(tq, "measure", lambda fn, k, n, baseline=None, rows=tq.PROBE_M, **kw: {m: (2.0, 1.0) for m in rows})
+    monkeypatch.setattr(measured, "measure", lambda fn, k, n, baseline=None, rows=measured.PROBE_M, **kw:
+                        {m: (2.0, 1.0) for m in rows})
     g = QuantizeWeights(weights="int8", act_dtype="bf16")(mlp_graph(rng))
-    with pytest.warns(UserWarning, match="measured slower than dense"):
-        gm = lower(g)
+    gm = lower(g)
     assert kernel_choices(gm) == {"dense": 5}
+    assert all("measured slower than dense" in c.reason for c in decisions_of(gm))
     calls = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is tq.dense_linear]
     assert len(calls) == 5 and all(len(n.args) < 3 or n.args[2] is None for n in calls)
     x = calibration(rng)[0][0]
     want, = run_graph(g, [x])
     got = gm(torch.from_numpy(x))[0].numpy()
     assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max()
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 @pytest.mark.parametrize("p", [GQSA(sparsity=0.5, block=16, group=32), AdaRound(weights="uint4", group=32, iters=20, act_dtype="bf16")],
@@ -91,7 +92,7 @@ def test_sparse_quantized_and_adaround_weights_lower_to_torch(rng, p):
 
 
 def test_cost_model_times_a_static_graph_at_its_own_rows():
-    from pared.backends.torch.quantized import PROBE_M, probe_rows
+    from pared.backends.costmodel.measured import PROBE_M, probe_rows
     from pared.ir import tensor
 
     assert probe_rows(tensor((1, 1, 576))) == (1,)  # a decode step: only M=1 matters

@@ -68,7 +68,7 @@ def test_sparsegpt_beats_magnitude_on_the_model_output():
 
 @pytest.mark.parametrize("dsnot", [False, True])
 def test_dense_target_reconstructs_the_dense_model_better(dsnot):
-    """target=dense: fc2 is rebuilt against the dense model's output, so it makes up for fc1's
+    """reconstruct=dense: fc2 is rebuilt against the dense model's output, so it makes up for fc1's
     pruning error; the model output (held-out batch) gets closer to the dense one."""
     g = mlp(d_in=64)
     *cal, test = correlated(n_batches=8, rows=64)
@@ -80,10 +80,10 @@ def test_dense_target_reconstructs_the_dense_model_better(dsnot):
         return np.linalg.norm(run_graph(out, [test])[0] - ref) / np.linalg.norm(ref), c
 
     e_self, _ = err()
-    e_dense, c = err(target="dense")
+    e_dense, c = err(reconstruct="dense")
     assert e_dense < e_self
     rows = {r.name: r.fields for r in c.report.for_pass("sparsify")}
-    assert rows["fc2.weight"]["target"] == "dense" and rows["fc2.weight"]["sparsity"] == pytest.approx(0.5)
+    assert rows["fc2.weight"]["reconstruct"] == "dense" and rows["fc2.weight"]["sparsity"] == pytest.approx(0.5)
 
 
 def test_sequential_calibration_sees_pruned_activations():
@@ -143,8 +143,8 @@ def test_pipeline_string_and_input_not_mutated():
     (dict(pattern="6:4"), "0 < N < M"),
     (dict(pattern="2:4", sparsity=0.7), "contradicts"),
     (dict(method="wanda", granularity="global"), "global"),
-    (dict(method="wanda", target="dense"), "target=dense applies"),
-    (dict(method="sparsegpt", target="teacher"), "valid targets"),
+    (dict(method="wanda", reconstruct="dense"), "reconstruct=dense applies"),
+    (dict(method="sparsegpt", reconstruct="teacher"), "valid values are layer and dense"),
 ])
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):
