@@ -38,8 +38,8 @@ from .magnitude import global_thresholds, select
 from .pattern import parse_pattern
 from .random import erk_densities, random_scores
 from .refit import refit_kept
-from .sparsegpt import sparsegpt
 from .selection import select_sites, unmatched_ignore
+from .sparsegpt import sparsegpt
 from .wanda import wanda_scores
 
 METHODS = ("magnitude", "random", "wanda", "sparsegpt")
