@@ -49,7 +49,9 @@ def main(argv=None):
     ap.add_argument("--n-cal", type=int, default=32)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--recipe", default="sparsify{method=sparsegpt,sparsity=0.5}")
-    ap.add_argument("--write", action="store_true", help="replace the calibration_cost section of benchmarks/RESULTS.md")
+    ap.add_argument(
+        "--write", action="store_true", help="replace the calibration_cost section of benchmarks/RESULTS.md"
+    )
     args = ap.parse_args(argv)
 
     from quality import _Logits, load_smollm2, machine, smollm2_data
@@ -66,10 +68,12 @@ def main(argv=None):
         cm, report = pared.compress(lm, (evals[0],), recipe=args.recipe, calibration=cal)
         wall = time.perf_counter() - t0
     rows = [r for r in report.for_pass("sparsify") if "error" in r.fields]
-    text = (f"## calibration_cost\n\n`{args.recipe}` on SmolLM2-135M.\n\n- date {datetime.date.today().isoformat()}; {machine()}\n"
-            f"- {len(rows)} linears rewritten; calibration {args.n_cal} x {args.seq} tokens\n"
-            f"- wall {wall:.1f} s (export + calibration engine + lowering; target < 600 s); "
-            f"peak RSS {peak.peak:.0f} MiB (model + data before: {base:.0f} MiB)\n")
+    text = (
+        f"## calibration_cost\n\n`{args.recipe}` on SmolLM2-135M.\n\n- date {datetime.date.today().isoformat()}; {machine()}\n"
+        f"- {len(rows)} linears rewritten; calibration {args.n_cal} x {args.seq} tokens\n"
+        f"- wall {wall:.1f} s (export + calibration engine + lowering; target < 600 s); "
+        f"peak RSS {peak.peak:.0f} MiB (model + data before: {base:.0f} MiB)\n"
+    )
     print(text)
     if args.write:
         from results import write_section

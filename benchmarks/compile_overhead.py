@@ -68,7 +68,9 @@ def paired_times(fns, reps: int) -> list[float]:
 
 def import_time() -> float:
     """Seconds to import pared's torch backend in a fresh interpreter that already has torch."""
-    code = "import time, torch; t=time.perf_counter(); import pared.compiler.torch_backend; print(time.perf_counter()-t)"
+    code = (
+        "import time, torch; t=time.perf_counter(); import pared.compiler.torch_backend; print(time.perf_counter()-t)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 

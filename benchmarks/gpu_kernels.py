@@ -53,7 +53,9 @@ def _dequant_region(M, N, K, qdtype, group, dtype="bf16"):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one shape per case")
-    ap.add_argument("--results", help="replace the gpu_kernels section of this markdown file (e.g. benchmarks/RESULTS.md)")
+    ap.add_argument(
+        "--results", help="replace the gpu_kernels section of this markdown file (e.g. benchmarks/RESULTS.md)"
+    )
     args = ap.parse_args(argv)
     try:
         import torch
@@ -62,8 +64,10 @@ def main(argv=None) -> int:
         print(f"gpu_kernels: needs torch and triton ({e}); nothing measured")
         return 2
     if not torch.cuda.is_available():
-        print("gpu_kernels: no CUDA GPU on this machine (torch.cuda.is_available() is False); nothing "
-              "measured. Run it on an H100/H200/A100; the kernels' CPU tests use TRITON_INTERPRET=1 instead.")
+        print(
+            "gpu_kernels: no CUDA GPU on this machine (torch.cuda.is_available() is False); nothing "
+            "measured. Run it on an H100/H200/A100; the kernels' CPU tests use TRITON_INTERPRET=1 instead."
+        )
         return 2
     from pared.backends.triton import GemmKernel
 
@@ -77,18 +81,28 @@ def main(argv=None) -> int:
         print(f"{case:34s} {shape:22s} {t * 1e6:9.1f} us  bf16 {t_ref * 1e6:9.1f} us  x{t_ref / t:5.2f} {note}")
 
     shapes_dec = [(1, 28672, 4096), (1, 4096, 14336)]
-    shapes = {"w4_m1": shapes_dec, "w4_m16": [(16, 28672, 4096), (16, 4096, 14336)],
-              "prefill": [(2048, 4096, 4096), (2048, 28672, 4096)], "sparse": [(2048, 4096, 4096), (8192, 4096, 4096)],
-              "sq": [(1, 28672, 4096), (16, 28672, 4096)]}
+    shapes = {
+        "w4_m1": shapes_dec,
+        "w4_m16": [(16, 28672, 4096), (16, 4096, 14336)],
+        "prefill": [(2048, 4096, 4096), (2048, 28672, 4096)],
+        "sparse": [(2048, 4096, 4096), (8192, 4096, 4096)],
+        "sq": [(1, 28672, 4096), (16, 28672, 4096)],
+    }
     if args.quick:
         shapes = {k: v[:1] for k, v in shapes.items()}
     print(f"device: {name}")
-    for case, qd, key in (("W4A16 g128 M=1", "i4", "w4_m1"), ("W4A16 g128 M=16", "i4", "w4_m16"),
-                          ("W4A16 prefill", "i4", "prefill"), ("W8A16 prefill", "i8", "prefill")):
+    for case, qd, key in (
+        ("W4A16 g128 M=1", "i4", "w4_m1"),
+        ("W4A16 g128 M=16", "i4", "w4_m16"),
+        ("W4A16 prefill", "i4", "prefill"),
+        ("W8A16 prefill", "i8", "prefill"),
+    ):
         for M, N, K in shapes[key]:
             x = torch.randn(M, K, device=dev, dtype=bf16)
             w = torch.randn(N, K, device=dev, dtype=bf16)
-            q = torch.randint(-8 if qd == "i4" else -128, 8 if qd == "i4" else 128, (N, K), device=dev, dtype=torch.int8)
+            q = torch.randint(
+                -8 if qd == "i4" else -128, 8 if qd == "i4" else 128, (N, K), device=dev, dtype=torch.int8
+            )
             s = torch.rand(N, K // 128, device=dev, dtype=bf16) * 0.01
             k = GemmKernel(_dequant_region(M, N, K, qd, 128), "dequant_gemm")
             record(case, f"{M}x{N}x{K}", _bench(lambda: k(x, q, s)), _bench(lambda: torch.matmul(x, w.t())))
@@ -100,7 +114,10 @@ def main(argv=None) -> int:
         b = GraphBuilder()
         qx, qw = b.input([M, K], "i8"), b.input([N, K], "i8")
         sx, sw = b.input([M, 1], "f32"), b.input([N], "f32")
-        y = b.cast(b.mul(b.mul(b.cast(b.dot_general(qx, qw, contract=((1,), (1,)), out_dtype="i32"), dtype="f32"), sx), sw), dtype="bf16")
+        y = b.cast(
+            b.mul(b.mul(b.cast(b.dot_general(qx, qw, contract=((1,), (1,)), out_dtype="i32"), dtype="f32"), sx), sw),
+            dtype="bf16",
+        )
         k = GemmKernel(b.build(y), "int8_gemm")
         sxs, sws = torch.rand(M, 1, device=dev), torch.rand(N, device=dev)
         x, w = torch.randn(M, K, device=dev, dtype=bf16), torch.randn(N, K, device=dev, dtype=bf16)
@@ -130,22 +147,36 @@ def main(argv=None) -> int:
     bias, sc = torch.randn(N, device=dev, dtype=bf16), torch.tensor(0.05, device=dev, dtype=bf16)
     kf, kb = GemmKernel(region, "gemm"), GemmKernel(bare, "gemm")
     t_bare = _bench(lambda: kb(x, w)) * 2  # the fused kernel does two GEMMs
-    record("GEMM+bias+SiLU*mul+int8 quant", f"{M}x{N}x{K}", _bench(lambda: kf(x, w, bias, w2, sc)), t_bare,
-           "ratio vs 2 bare pared GEMMs (target >= 0.95)")
+    record(
+        "GEMM+bias+SiLU*mul+int8 quant",
+        f"{M}x{N}x{K}",
+        _bench(lambda: kf(x, w, bias, w2, sc)),
+        t_bare,
+        "ratio vs 2 bare pared GEMMs (target >= 0.95)",
+    )
     from pared.backends.triton import PointwiseKernel
     from pared.ir import GraphBuilder
 
     b = GraphBuilder()
-    xr, rr, wr, sr = b.input([8192, 4096], "bf16"), b.input([8192, 4096], "bf16"), b.input([4096], "bf16"), b.input([], "bf16")
+    xr, rr, wr, sr = (
+        b.input([8192, 4096], "bf16"),
+        b.input([8192, 4096], "bf16"),
+        b.input([4096], "bf16"),
+        b.input([], "bf16"),
+    )
     h = b.add(xr, rr)
     region = b.build(h, b.quantize(b.rms_norm(h, wr, axes=(1,)), sr, dtype="i8"))
     kr = PointwiseKernel(region, "reduction")
     tensors = [torch.randn(8192, 4096, device=dev, dtype=bf16) for _ in range(2)] + [
-        torch.ones(4096, device=dev, dtype=bf16), torch.tensor(0.05, device=dev, dtype=bf16)]
+        torch.ones(4096, device=dev, dtype=bf16),
+        torch.tensor(0.05, device=dev, dtype=bf16),
+    ]
     t = _bench(lambda: kr(*tensors))
     moved = 8192 * 4096 * (2 + 2 + 2 + 1)
     print(f"residual+RMSNorm+quantize [8192,4096]: {t * 1e6:.1f} us, {moved / t / 1e12:.2f} TB/s")
-    rows.append(("residual+RMSNorm+quant", "8192x4096", t * 1e6, float("nan"), float("nan"), f"{moved / t / 1e12:.2f} TB/s"))
+    rows.append(
+        ("residual+RMSNorm+quant", "8192x4096", t * 1e6, float("nan"), float("nan"), f"{moved / t / 1e12:.2f} TB/s")
+    )
     try:
         import torchao  # noqa: F401
 
@@ -157,9 +188,11 @@ def main(argv=None) -> int:
 
         from results import write_section
 
-        text = (f"## gpu_kernels\n\n- date {datetime.date.today().isoformat()}; {name}; torch {torch.__version__}\n"
-                "- ratio: torch.matmul bf16 time / row time, measured in the same run (unless the note says otherwise)\n\n"
-                "| case | shape | pared us | bf16 us | ratio | note |\n|---|---|---|---|---|---|\n")
+        text = (
+            f"## gpu_kernels\n\n- date {datetime.date.today().isoformat()}; {name}; torch {torch.__version__}\n"
+            "- ratio: torch.matmul bf16 time / row time, measured in the same run (unless the note says otherwise)\n\n"
+            "| case | shape | pared us | bf16 us | ratio | note |\n|---|---|---|---|---|---|\n"
+        )
         text += "".join(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.2f} | {r[5]} |\n" for r in rows)
         write_section("gpu_kernels", text, results=args.results)
     return 0

@@ -108,18 +108,22 @@ def main() -> None:
     lines = []
     for gc_paused in (False, True):
         rows = [measure(n, args.repeat, gc_paused) for n in args.sizes]
-        lines.append("Python's cyclic GC " + ("paused (the algorithmic cost)" if gc_paused else "on (what a user sees)"))
+        lines.append(
+            "Python's cyclic GC " + ("paused (the algorithmic cost)" if gc_paused else "on (what a user sees)")
+        )
         lines.append(f"{'eqns':>7} {'->':>6} " + " ".join(f"{s:>16}" for s in STAGES))
         for r in rows:
-            cells = " ".join(f"{r[s]*1e3:8.1f}ms {r[s]/r['eqns']*1e6:4.0f}us" for s in STAGES)
+            cells = " ".join(f"{r[s] * 1e3:8.1f}ms {r[s] / r['eqns'] * 1e6:4.0f}us" for s in STAGES)
             lines.append(f"{r['eqns']:>7} {r['after_cleanup']:>6} {cells}")
         for a, z in zip(rows, rows[1:]):
-            ratio = " ".join(f"{s}={(z[s]/z['eqns'])/(a[s]/a['eqns']):.2f}" for s in STAGES)
+            ratio = " ".join(f"{s}={(z[s] / z['eqns']) / (a[s] / a['eqns']):.2f}" for s in STAGES)
             lines.append(f"per-equation cost ratio {z['eqns']}/{a['eqns']} eqns (1.00 = linear): {ratio}")
         target = next((r for r in rows if abs(r["eqns"] - 2000) <= 100), None)
         if target and not gc_paused:
             ok = "meets" if target["cleanup"] < 0.5 else "MISSES"
-            lines.append(f"cleanup pipeline on {target['eqns']} eqns: {target['cleanup']*1e3:.0f} ms ({ok} the 0.5 s target)")
+            lines.append(
+                f"cleanup pipeline on {target['eqns']} eqns: {target['cleanup'] * 1e3:.0f} ms ({ok} the 0.5 s target)"
+            )
         lines.append("")
     report = "\n".join(lines)
     print(report)

@@ -77,10 +77,22 @@ QUANT_ROWS = [
     ("w8a8 minmax dynamic", f"w8a8{{{_QI}}}", False),
     ("w8a8 minmax static", f"w8a8{{activations=static,{_QI}}}", True),
     ("w8a8 smoothquant", f"smoothquant{{alpha=0.8,{_QI}}},w8a8{{{_QI}}}", True),
-    ("w8a8 smoothquant+gptq", f"smoothquant{{alpha=0.8,{_QI}}},gptq{{weights=int8,group=none,scheme=sym,activations=dynamic,{_QI}}}", True),
+    (
+        "w8a8 smoothquant+gptq",
+        f"smoothquant{{alpha=0.8,{_QI}}},gptq{{weights=int8,group=none,scheme=sym,activations=dynamic,{_QI}}}",
+        True,
+    ),
     ("fp8 dynamic", f"fp8{{{_QI}}}", False),
-    ("sparsegpt 2:4 + gptq int4 g64", f"sparsify{{method=sparsegpt,pattern=2:4}},gptq{{weights=uint4,group=64,{_QI}}}", True),
-    ("sparsegpt 2:4 + gptq int4 g128", f"sparsify{{method=sparsegpt,pattern=2:4}},gptq{{weights=uint4,group=128,{_QI}}}", True),
+    (
+        "sparsegpt 2:4 + gptq int4 g64",
+        f"sparsify{{method=sparsegpt,pattern=2:4}},gptq{{weights=uint4,group=64,{_QI}}}",
+        True,
+    ),
+    (
+        "sparsegpt 2:4 + gptq int4 g128",
+        f"sparsify{{method=sparsegpt,pattern=2:4}},gptq{{weights=uint4,group=128,{_QI}}}",
+        True,
+    ),
     ("gqsa w4s50% g64", f"gqsa{{sparsity=0.5,block=16,group=64,{_QI}}}", True),
     ("gqsa w4s50% g128", f"gqsa{{sparsity=0.5,block=16,group=128,{_QI}}}", True),
 ]
@@ -97,7 +109,10 @@ def wikipedia_text() -> str:
     spec = importlib.util.find_spec("gensim")
     if spec is None:
         raise SystemExit("gensim (its test data) is needed: pip install --no-deps gensim==4.4.0")
-    path = Path(spec.submodule_search_locations[0]) / "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+    path = (
+        Path(spec.submodule_search_locations[0])
+        / "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+    )
     raw = bz2.open(path, "rt", encoding="utf-8").read()
     paras = []
     for body in re.findall(r"<text[^>]*>(.*?)</text>", raw, flags=re.S):
@@ -186,9 +201,9 @@ def smollm2_data(tok, n_eval=16, n_cal=32, seq=512):
     need = (n_eval + n_cal) * seq
     if ids.numel() < need:
         raise SystemExit(f"text too short: {ids.numel()} tokens < {need}")
-    evals = [ids[i * seq:(i + 1) * seq][None] for i in range(n_eval)]
+    evals = [ids[i * seq : (i + 1) * seq][None] for i in range(n_eval)]
     start = ids.numel() - n_cal * seq  # calibration from the end: disjoint from the eval windows
-    cal = [ids[start + i * seq:start + (i + 1) * seq][None] for i in range(n_cal)]
+    cal = [ids[start + i * seq : start + (i + 1) * seq][None] for i in range(n_cal)]
     return evals, cal, int(ids.numel())
 
 
@@ -212,17 +227,25 @@ def run_smollm2(rows, args):
     model, tok = load_smollm2()
     lm = _Logits(model)
     evals, cal, ntok = smollm2_data(tok, seq=args.seq, n_cal=args.n_cal)
-    print(f"SmolLM2-135M: text {ntok} tokens; eval {len(evals)} x {args.seq}, calibration {len(cal)} x {args.seq}", flush=True)
+    print(
+        f"SmolLM2-135M: text {ntok} tokens; eval {len(evals)} x {args.seq}, calibration {len(cal)} x {args.seq}",
+        flush=True,
+    )
     dense = perplexity(lm, evals)
     print(f"dense (eager torch) ppl {dense:.3f}", flush=True)
     if getattr(args, "llmc", None):
-        args.llmc_results = run_llmc(args.llmc, [("dense", None, False)] + [r for r in rows if r[0] != "dense"], evals, cal)
+        args.llmc_results = run_llmc(
+            args.llmc, [("dense", None, False)] + [r for r in rows if r[0] != "dense"], evals, cal
+        )
     results = []
     for name, recipe, needs_cal in rows:
         cm, nbytes, t_comp = compress_row(lm, (evals[0],), recipe, cal if needs_cal else None)
         ppl = perplexity(cm, evals)
         results.append((name, ppl, ppl / dense, t_comp, nbytes))
-        print(f"{name:28s} ppl {ppl:9.3f}  ratio {ppl / dense:7.3f}x  compress {t_comp:6.1f} s  {nbytes / 2**20:7.1f} MiB", flush=True)
+        print(
+            f"{name:28s} ppl {ppl:9.3f}  ratio {ppl / dense:7.3f}x  compress {t_comp:6.1f} s  {nbytes / 2**20:7.1f} MiB",
+            flush=True,
+        )
     return dense, results
 
 
@@ -233,8 +256,16 @@ def run_llmc(python: str, rows, evals, cal) -> dict:
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "windows.npz"
         np.savez(data, evals=np.concatenate([e.numpy() for e in evals]), cal=np.concatenate([c.numpy() for c in cal]))
-        cmd = [python, str(ROOT / "benchmarks" / "llmc_rows.py"), "--model-dir", str(smollm2_fp32_dir()),
-               "--data", str(data), "--rows", ",".join(r[0] for r in rows)]
+        cmd = [
+            python,
+            str(ROOT / "benchmarks" / "llmc_rows.py"),
+            "--model-dir",
+            str(smollm2_fp32_dir()),
+            "--data",
+            str(data),
+            "--rows",
+            ",".join(r[0] for r in rows),
+        ]
         print("llm-compressor:", " ".join(cmd), flush=True)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         out = {}
@@ -289,7 +320,7 @@ def run_minilm(rows, args):
     def batches(ss, bs=32):
         out = []
         for i in range(0, len(ss), bs):
-            t = tok(ss[i:i + bs], padding="max_length", truncation=True, max_length=128, return_tensors="pt")
+            t = tok(ss[i : i + bs], padding="max_length", truncation=True, max_length=128, return_tensors="pt")
             out.append((t.input_ids, t.attention_mask))
         return out
 
@@ -349,20 +380,24 @@ def markdown(model: str, dense: float, results, args, title: str | None = None) 
     date = datetime.date.today().isoformat()
     title = title or part_title(model, "sparsify")
     if model == "smollm2":
-        head = (f"### {title}\n\n- date {date}; {machine()}\n"
-                f"- {16} windows x {args.seq} tokens of cleaned gensim Wikipedia text; calibration {args.n_cal} x {args.seq} "
-                f"tokens from a disjoint part; dense ppl **{dense:.3f}**\n- evaluated: the pared-compiled module "
-                f"(torch.export -> IR -> passes -> torch backend)\n")
+        head = (
+            f"### {title}\n\n- date {date}; {machine()}\n"
+            f"- {16} windows x {args.seq} tokens of cleaned gensim Wikipedia text; calibration {args.n_cal} x {args.seq} "
+            f"tokens from a disjoint part; dense ppl **{dense:.3f}**\n- evaluated: the pared-compiled module "
+            f"(torch.export -> IR -> passes -> torch backend)\n"
+        )
         llmc = getattr(args, "llmc_results", None)
         if not llmc:
             head += "\n| row | ppl | ratio to dense | stored MiB | compress s |\n|---|---|---|---|---|\n"
             body = "".join(f"| {n} | {p:.3f} | {r:.3f}x | {b / 2**20:.1f} | {t:.0f} |\n" for n, p, r, t, b in results)
         else:
             ld = llmc.get("dense", {}).get("ppl")
-            head += (f"- llm-compressor 0.14 in the same run, same windows and calibration samples "
-                     f"(`benchmarks/llmc_rows.py`); its dense ppl {ld if ld is None else f'{ld:.3f}'}\n\n"
-                     "| row | pared ppl | pared ratio | llm-compressor ppl | llm-compressor ratio | pared stored MiB | pared s | llm-compressor s |\n"
-                     "|---|---|---|---|---|---|---|---|\n")
+            head += (
+                f"- llm-compressor 0.14 in the same run, same windows and calibration samples "
+                f"(`benchmarks/llmc_rows.py`); its dense ppl {ld if ld is None else f'{ld:.3f}'}\n\n"
+                "| row | pared ppl | pared ratio | llm-compressor ppl | llm-compressor ratio | pared stored MiB | pared s | llm-compressor s |\n"
+                "|---|---|---|---|---|---|---|---|\n"
+            )
             body = ""
             for n, p, r, t, b in results:
                 lr = llmc.get(n, {})
@@ -373,9 +408,11 @@ def markdown(model: str, dense: float, results, args, title: str | None = None) 
                     lc, ls = f"- | {lr.get('error', 'not run')} | ", "-"
                 body += f"| {n} | {p:.3f} | {r:.3f}x | {lc}{b / 2**20:.1f} | {t:.0f} | {ls} |\n"
     else:
-        head = (f"### {title}\n\n- date {date}; {machine()}\n"
-                f"- 256 Wikipedia sentences (max 128 tokens), calibration on 128 others\n\n"
-                f"| row | mean cosine | stored MiB | compress s |\n|---|---|---|---|\n")
+        head = (
+            f"### {title}\n\n- date {date}; {machine()}\n"
+            f"- 256 Wikipedia sentences (max 128 tokens), calibration on 128 others\n\n"
+            f"| row | mean cosine | stored MiB | compress s |\n|---|---|---|---|\n"
+        )
         body = "".join(f"| {n} | {c:.4f} | {b / 2**20:.1f} | {t:.0f} |\n" for n, c, _, t, b in results)
     return head + body
 
@@ -386,11 +423,21 @@ def main(argv=None):
     ap.add_argument("--rows", default="", help="comma-separated row names (default: all)")
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--n-cal", type=int, default=32)
-    ap.add_argument("--llmc", metavar="PYTHON", help="python of an environment with llmcompressor 0.14: run it side by side")
-    ap.add_argument("--recipe", action="append", default=[], metavar="NAME=RECIPE",
-                    help="an extra calibrated row, e.g. 'sgpt dense=sparsify{method=sparsegpt,reconstruct=dense}' (repeatable)")
-    ap.add_argument("--write", action="store_true",
-                    help="replace this model's sparsify and/or quantize part of the quality section of benchmarks/RESULTS.md")
+    ap.add_argument(
+        "--llmc", metavar="PYTHON", help="python of an environment with llmcompressor 0.14: run it side by side"
+    )
+    ap.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="NAME=RECIPE",
+        help="an extra calibrated row, e.g. 'sgpt dense=sparsify{method=sparsegpt,reconstruct=dense}' (repeatable)",
+    )
+    ap.add_argument(
+        "--write",
+        action="store_true",
+        help="replace this model's sparsify and/or quantize part of the quality section of benchmarks/RESULTS.md",
+    )
     args = ap.parse_args(argv)
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     extra = []
@@ -406,7 +453,9 @@ def main(argv=None):
     by_name = {r[0]: r for r in ROWS}
     rows = ([by_name[w] for w in wanted] if wanted else ([] if extra else list(ROWS))) + extra
     dense, results = (run_smollm2 if args.model == "smollm2" else run_minilm)(rows, args)
-    parts = {t: markdown(args.model, dense, res, args, title=t) for t, res in split_parts(args.model, rows, results).items()}
+    parts = {
+        t: markdown(args.model, dense, res, args, title=t) for t, res in split_parts(args.model, rows, results).items()
+    }
     for text in parts.values():
         print(text)
     if args.write:
@@ -415,8 +464,10 @@ def main(argv=None):
         for title, text in parts.items():
             write_section("quality", text, part=title)
         if wanted or extra:
-            print("Note: this run measured only some rows; the rows of the replaced table that it did not "
-                  "re-run are now only in benchmarks/history/quality.md.")
+            print(
+                "Note: this run measured only some rows; the rows of the replaced table that it did not "
+                "re-run are now only in benchmarks/history/quality.md."
+            )
 
 
 if __name__ == "__main__":

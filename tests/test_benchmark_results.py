@@ -31,7 +31,9 @@ def test_replace_moves_the_old_section_to_history(md, capsys):
     new = "## x_speed\n\n- date 2026-02-02\n\n| row | ms |\n|---|---|\n| a | 0.5 |\n"
     hist = results.write_section("x_speed", new, results=md)
     assert hist == md.parent / "history" / "x_speed.md"
-    assert md.read_text() == HEAD + "\n" + new + "\n" + CODE + "\n" + SPLIT  # the rest, headline table included, unchanged
+    assert (
+        md.read_text() == HEAD + "\n" + new + "\n" + CODE + "\n" + SPLIT
+    )  # the rest, headline table included, unchanged
     h = hist.read_text()
     assert h.startswith("# x_speed: superseded runs\n") and h.endswith("\n" + OLD_X)
     assert "headline table" in capsys.readouterr().out

@@ -81,7 +81,9 @@ def imports_of(module: str) -> dict[str, int]:
                 add(n, node.lineno)
             if len(submodules) < len(names):
                 add(target, node.lineno)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
+        elif (
+            isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+        ):
             arg = node.args[0] if node.args else None
             if isinstance(arg, ast.Constant) and str(arg.value).startswith("pared"):
                 add(str(arg.value), node.lineno)
@@ -165,20 +167,28 @@ def _cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
 def test_no_import_cycles():
     graph = {m: {t: n for t, n in ts.items() if (m, t) not in PRINTING_EDGES} for m, ts in GRAPH.items()}
     cycles = _cycles(graph)
-    assert not cycles, "import cycles (function-level imports count):\n  " + "\n  ".join(" <-> ".join(c) for c in cycles)
+    assert not cycles, "import cycles (function-level imports count):\n  " + "\n  ".join(
+        " <-> ".join(c) for c in cycles
+    )
 
 
-@pytest.mark.parametrize("source, expect", [
-    ("from ..compiler import pass_manager\n", "imports pared.compiler.pass_manager (compiler)"),
-    ("def f():\n    from ..backends.torch import lower\n", "imports pared.backends.torch.lower (backends)"),
-    ("import pared\n", "imports the package root"),
-])
+@pytest.mark.parametrize(
+    "source, expect",
+    [
+        ("from ..compiler import pass_manager\n", "imports pared.compiler.pass_manager (compiler)"),
+        ("def f():\n    from ..backends.torch import lower\n", "imports pared.backends.torch.lower (backends)"),
+        ("import pared\n", "imports the package root"),
+    ],
+)
 def test_the_checker_sees_violations(tmp_path, monkeypatch, source, expect):
     """The checker itself: a planted upward import in a pass is reported."""
     fake = PKG / "passes" / "_layering_probe.py"
     monkeypatch.setitem(MODULES, "pared.passes._layering_probe", fake)
-    monkeypatch.setattr(pathlib.Path, "read_text",
-                        lambda self, *a, _orig=pathlib.Path.read_text, **k: source if self == fake else _orig(self, *a, **k))
+    monkeypatch.setattr(
+        pathlib.Path,
+        "read_text",
+        lambda self, *a, _orig=pathlib.Path.read_text, **k: source if self == fake else _orig(self, *a, **k),
+    )
     monkeypatch.setitem(GRAPH, "pared.passes._layering_probe", imports_of("pared.passes._layering_probe"))
     with pytest.raises(AssertionError, match=expect.replace("(", r"\(").replace(")", r"\)")):
         test_no_upward_or_sideways_import()

@@ -410,3 +410,24 @@ def test_a_data_aware_recipe_without_calibration_says_how_to_calibrate(factory, 
     rc, _, err = _cli(["compress", factory, "--recipe", "wanda-50", "--out", str(tmp_path / "f")], capsys)
     assert rc != 0 and "needs calibration data" in err and "calibration=[...]" in err
     assert not (tmp_path / "f").exists()
+
+
+def test_quantizing_a_model_without_linear_layers_says_nothing_matched():
+    torch = pytest.importorskip("torch")
+    with pytest.warns(UserWarning, match=r"quantize\) matched nothing: the model has no layer it can rewrite"):
+        pared.compress(torch.nn.Sequential(torch.nn.ReLU()), torch.randn(2, 4), recipe="quantize{weights=int8}")
+
+
+def test_sparsifying_a_jax_function_without_weights_says_nothing_matched():
+    jnp = pytest.importorskip("jax.numpy")
+    with pytest.warns(UserWarning, match=r"sparsify\) matched nothing"):
+        pared.compress(lambda p, x: jnp.tanh(x) * p["a"], {"a": jnp.ones(4)}, jnp.ones(4), recipe="sparsify{sparsity=0.5}")
+
+
+def test_a_recipe_that_changes_layers_does_not_warn():
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        pared.compress(torch.nn.Linear(8, 8), torch.randn(2, 8), recipe="quantize{weights=int8}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -24,6 +25,7 @@ from ..backends.xla import graph_params, lower
 from ..frontends.jax.importer import Traced, trace
 from ..frontends.jax.rules import IR_OP_PREFIX
 from ..ir.core import Graph
+from ..passes.context import Report
 
 
 def ir_op(op: str, **attrs) -> Callable[[Callable], Callable]:
@@ -45,17 +47,21 @@ def ir_op(op: str, **attrs) -> Callable[[Callable], Callable]:
     return deco
 
 
-def apply_recipe(graph: Graph, recipe, calibration=None, **opts) -> Graph:
+def apply_recipe(graph: Graph, recipe, calibration=None, report=None, **opts) -> Graph:
     """Run ``recipe`` (a pipeline string or a parsed pipeline) over ``graph``; empty -> unchanged.
 
     ``calibration``: batches of the traced function's (non-param) inputs, for data-aware passes.
+    ``report``: a :class:`pared.passes.context.Report` the passes add their rows to.
     """
     if recipe is None or (isinstance(recipe, str) and not recipe.strip()):
         return graph
     from ..passes.context import PassContext
     from .pass_manager import run_pipeline
 
-    return run_pipeline(graph, recipe, PassContext(calibration=calibration), **opts)
+    ctx = (
+        PassContext(calibration=calibration) if report is None else PassContext(calibration=calibration, report=report)
+    )
+    return run_pipeline(graph, recipe, ctx, **opts)
 
 
 def _leaf_key(x) -> tuple:
@@ -71,6 +77,7 @@ class _Compiled:
     live: dict  # graph param name -> index of the params leaf that supplies it
     frozen: dict  # graph param name -> jax array (rewritten by a pass)
     run: Callable
+    report: Report = field(default_factory=Report)
 
 
 def check_params(params: Any) -> None:
@@ -81,9 +88,11 @@ def check_params(params: Any) -> None:
         if isinstance(leaf, jax.core.Tracer):
             continue
         if isinstance(leaf, (str, bytes)) or np.asarray(leaf).dtype.kind in "OUS":
-            raise TypeError(f"params leaf {jax.tree_util.keystr(path) or 'params'} is {type(leaf).__name__} "
-                            f"{leaf!r:.40}; params hold arrays only: keep names and settings out of the params "
-                            "pytree (close over them, or make them static arguments)")
+            raise TypeError(
+                f"params leaf {jax.tree_util.keystr(path) or 'params'} is {type(leaf).__name__} "
+                f"{leaf!r:.40}; params hold arrays only: keep names and settings out of the params "
+                "pytree (close over them, or make them static arguments)"
+            )
 
 
 def _traced_params_error(params: Any) -> Optional[str]:
@@ -92,10 +101,12 @@ def _traced_params_error(params: Any) -> Optional[str]:
 
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         if isinstance(leaf, jax.core.Tracer):
-            return (f"params leaf {jax.tree_util.keystr(path) or 'params'} is a tracer: the recipe needs the concrete "
-                    "weights to compress them, but this call is being traced (pared.jit inside jax.jit, grad or vmap "
-                    "over the params). Compress once outside: fn_c, params_c = pared.compress(fn, params, "
-                    "*example_args, recipe=...), then jax.jit(fn_c)(params_c, ...)")
+            return (
+                f"params leaf {jax.tree_util.keystr(path) or 'params'} is a tracer: the recipe needs the concrete "
+                "weights to compress them, but this call is being traced (pared.jit inside jax.jit, grad or vmap "
+                "over the params). Compress once outside: fn_c, params_c = pared.compress(fn, params, "
+                "*example_args, recipe=...), then jax.jit(fn_c)(params_c, ...)"
+            )
     return None
 
 
@@ -104,8 +115,9 @@ def _compile(fn, params, args, kwargs, recipe, opts) -> _Compiled:
 
     check_params(params)
     traced = trace(fn, params, args, kwargs=kwargs)
+    report = Report()
     try:
-        graph = apply_recipe(traced.graph, recipe, **opts)
+        graph = apply_recipe(traced.graph, recipe, report=report, **opts)
     except Exception as e:
         why = _traced_params_error(params)
         if why is None:
@@ -132,14 +144,15 @@ def _compile(fn, params, args, kwargs, recipe, opts) -> _Compiled:
         weights.update(frozen_weights)
         return f(weights, *inputs)
 
-    return _Compiled(traced, graph, live, frozen, jax.jit(run))
+    return _Compiled(traced, graph, live, frozen, jax.jit(run), report)
 
 
 class JitFunction:
     """The function ``pared.jit`` returns: compiles per (treedef, avals), then runs under jax.jit."""
 
-    def __init__(self, fn: Callable, recipe=None, params_argnum: Optional[int] = 0,
-                 static_argnums: Sequence[int] = (), **opts):
+    def __init__(
+        self, fn: Callable, recipe=None, params_argnum: Optional[int] = 0, static_argnums: Sequence[int] = (), **opts
+    ):
         if not callable(fn):
             raise TypeError(f"pared.jit: expected a function to compile, got {type(fn).__name__} {fn!r:.40}")
         self.fn = fn
@@ -209,8 +222,14 @@ class JitFunction:
         return len(self._cache)
 
 
-def jit(fn: Optional[Callable] = None, *, recipe=None, params_argnum: Optional[int] = 0,
-        static_argnums: Sequence[int] = (), **opts):
+def jit(
+    fn: Optional[Callable] = None,
+    *,
+    recipe=None,
+    params_argnum: Optional[int] = 0,
+    static_argnums: Sequence[int] = (),
+    **opts,
+):
     """Compile ``fn`` through pared: trace to IR, apply ``recipe``, lower to XLA.
 
     ``fn(params, *args)``: the pytree at ``params_argnum`` (None: no params) holds the weights
@@ -295,6 +314,11 @@ def compress_jax(fn: Callable, params: Any, *example_args: Any, recipe=None, **o
         fn, params = _split_nnx(fn)
     fc = CompressedFunction(fn, params, recipe, opts)
     entry = fc.compile(example_args)
+    if recipe is not None:
+        from .pipeline import parse_pipeline, unmatched_rewrites
+
+        for msg in unmatched_rewrites(parse_pipeline(recipe), entry.report, len(entry.graph.params)):
+            warnings.warn(msg, UserWarning, stacklevel=2)
     return fc, graph_params(entry.graph)
 
 

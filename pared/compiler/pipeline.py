@@ -58,12 +58,38 @@ def parse_pipeline(spec: PipelineSpec) -> list[Pass]:
         return _from_recipe(spec)
     if isinstance(spec, Sequence):
         return _from_list(spec)
-    raise PipelineError(f"cannot read a pipeline from {type(spec).__name__}: give a string, a list, a mapping or a path")
+    raise PipelineError(
+        f"cannot read a pipeline from {type(spec).__name__}: give a string, a list, a mapping or a path"
+    )
 
 
 def format_pipeline(passes: Sequence[Pass]) -> str:
     """The pipeline string that parses back to ``passes`` (options at their defaults omitted)."""
     return ",".join(p.options_text() for p in passes)
+
+
+def unmatched_rewrites(passes: Sequence[Pass], report: Any, n_layers: int) -> list[str]:
+    """One message per layer-rewriting pass (``Pass.rewrites_layers``) that changed no layer.
+
+    A row counts as a change unless it only says why a layer was skipped (``skipped``) or notes
+    something (``note``). ``n_layers`` is how many weight params the graph had, for the message.
+    """
+    out = []
+    for k, p in enumerate(passes):
+        if not getattr(p, "rewrites_layers", False):
+            continue
+        rows = report.for_pass(p.name)
+        if any(not ({"skipped", "note"} & set(r.fields)) for r in rows):
+            continue
+        skipped = sum(1 for r in rows if "skipped" in r.fields)
+        why = (
+            f"all {skipped} candidate layer(s) were skipped (see the report)"
+            if skipped
+            else f"the model has no layer it can rewrite ({n_layers} weight param(s), none of them a "
+            "linear/conv weight the pass selects)"
+        )
+        out.append(f"pass {k} ({p.name}) matched nothing: {why}; check the recipe's targets/ignore or the model")
+    return out
 
 
 # --- strings ------------------------------------------------------------------------------------
@@ -211,7 +237,9 @@ def _from_list(entries: Sequence[Any]) -> list[Pass]:
 def _from_recipe(recipe: Mapping[str, Any]) -> list[Pass]:
     unknown = [k for k in recipe if k not in RECIPE_KEYS]
     if unknown:
-        raise PipelineError(f"unknown recipe key {unknown[0]!r}{did_you_mean(str(unknown[0]), RECIPE_KEYS)}; valid keys: {', '.join(RECIPE_KEYS)}")
+        raise PipelineError(
+            f"unknown recipe key {unknown[0]!r}{did_you_mean(str(unknown[0]), RECIPE_KEYS)}; valid keys: {', '.join(RECIPE_KEYS)}"
+        )
     if "passes" not in recipe:
         raise PipelineError("a recipe mapping needs a 'passes' list")
     passes = recipe["passes"]
@@ -243,7 +271,9 @@ def _yaml_loader():
         k: [(tag, rx) for tag, rx in v if tag not in (int_tag, float_tag)]
         for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
-    Loader.add_implicit_resolver(int_tag, re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$"), list("-+0123456789"))
+    Loader.add_implicit_resolver(
+        int_tag, re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$"), list("-+0123456789")
+    )
     Loader.add_implicit_resolver(
         float_tag,
         re.compile(
@@ -288,7 +318,9 @@ def _make(name: str, options: Mapping[str, Any], where: str, _seen: tuple[str, .
             raise PipelineError(f"preset {name!r} ({PRESETS[name]}) takes no options {where}; list its passes instead")
         if name in _seen:
             raise PipelineError(f"preset {name!r} refers to itself")
-        return [p for n, o, _ in _split_string(PRESETS[name]) for p in _make(n, o, f"in preset {name!r}", (*_seen, name))]
+        return [
+            p for n, o, _ in _split_string(PRESETS[name]) for p in _make(n, o, f"in preset {name!r}", (*_seen, name))
+        ]
     names = available_passes()
     if name not in names:
         raise PipelineError(

@@ -67,7 +67,9 @@ class _Variant:
         specs = ep.graph_signature.input_specs
         self.n_placeholders = len(specs)
         self.user_slots = [k for k, s in enumerate(specs) if s.kind == InputKind.USER_INPUT]
-        self.user_outputs = [k for k, s in enumerate(ep.graph_signature.output_specs) if s.kind == OutputKind.USER_OUTPUT]
+        self.user_outputs = [
+            k for k, s in enumerate(ep.graph_signature.output_specs) if s.kind == OutputKind.USER_OUTPUT
+        ]
 
     def flat_inputs(self, args, kwargs) -> list:
         in_spec = self.ep.call_spec.in_spec
@@ -132,8 +134,10 @@ class CompressedModule(torch.nn.Module):
             if v.accepts(full):
                 return v(full)
         if not self._recompile:
-            raise ValueError(f"pared: the compiled graph does not accept inputs {_shapes(args, kwargs)} "
-                             "(export specialised a dim); compress with dynamic=True or recompile=True")
+            raise ValueError(
+                f"pared: the compiled graph does not accept inputs {_shapes(args, kwargs)} "
+                "(export specialised a dim); compress with dynamic=True or recompile=True"
+            )
         check_example(self._model[0], args, kwargs, "the call's inputs")
         variant, _ = _export_and_compile(self._model[0], args, kwargs, **self._options)
         self._variants.append(variant)
@@ -142,7 +146,11 @@ class CompressedModule(torch.nn.Module):
 
 def _shapes(args, kwargs) -> str:
     def one(v):
-        return f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}" if isinstance(v, torch.Tensor) else type(v).__name__
+        return (
+            f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
+            if isinstance(v, torch.Tensor)
+            else type(v).__name__
+        )
 
     parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
     return "(" + ", ".join(parts) + ")"
@@ -167,14 +175,18 @@ def check_example(model: torch.nn.Module, args: tuple, kwargs: dict, what: str =
         with torch.no_grad():
             model(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - any failure of the user's model on its example
-        raise ValueError(f"{name} fails on {what} {_shapes(args, kwargs)}: {type(e).__name__}: {e}. "
-                         "Pass inputs the model accepts (the shapes and dtypes of a real call)") from None
+        raise ValueError(
+            f"{name} fails on {what} {_shapes(args, kwargs)}: {type(e).__name__}: {e}. "
+            "Pass inputs the model accepts (the shapes and dtypes of a real call)"
+        ) from None
 
 
 def _export(model, args, kwargs, dynamic: bool):
     with torch.no_grad():
         if dynamic:
-            return torch.export.export(model, args, kwargs, dynamic_shapes=_dynamic_shapes(model, args, kwargs), strict=False)
+            return torch.export.export(
+                model, args, kwargs, dynamic_shapes=_dynamic_shapes(model, args, kwargs), strict=False
+            )
         return torch.export.export(model, args, kwargs, strict=False)
 
 
@@ -188,8 +200,11 @@ def _export_and_compile(model, args, kwargs, *, dynamic, recipe, calibration, ta
             t0 = time.perf_counter()
             imported = import_exported(ep)
         except Exception as e:  # e.g. a dim only expressible as floor(s/2) after pooling
-            warnings.warn(f"pared: dynamic shapes not usable for this model ({type(e).__name__}: {e}); compiling for the "
-                          "example shapes (other shapes export again)", stacklevel=3)
+            warnings.warn(
+                f"pared: dynamic shapes not usable for this model ({type(e).__name__}: {e}); compiling for the "
+                "example shapes (other shapes export again)",
+                stacklevel=3,
+            )
             t0 = time.perf_counter()
     if imported is None:
         ep = _export(model, args, kwargs, False)
@@ -199,9 +214,18 @@ def _export_and_compile(model, args, kwargs, *, dynamic, recipe, calibration, ta
     t_import = time.perf_counter() - t0
     device = next((p.device for p in model.parameters()), None) if isinstance(model, torch.nn.Module) else None
     user = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-    compiled = compile_imported(imported, recipe=recipe, calibration=calibration, target=target, inductor=inductor,
-                                device=device or (user[0].device if user else None), example_inputs=user,
-                                timings={"import": t_import}, verify=verify, lowering=lowering)
+    compiled = compile_imported(
+        imported,
+        recipe=recipe,
+        calibration=calibration,
+        target=target,
+        inductor=inductor,
+        device=device or (user[0].device if user else None),
+        example_inputs=user,
+        timings={"import": t_import},
+        verify=verify,
+        lowering=lowering,
+    )
     compiled.timings["export"] = t_export
     return _Variant(ep, compiled), compiled
 
@@ -243,8 +267,26 @@ def compress_torch(
     args = _as_tuple(example_inputs)
     kwargs = dict(example_kwargs or {})
     check_example(model, args, kwargs)
-    options = dict(dynamic=dynamic, recipe=recipe, calibration=calibration, target=target, inductor=inductor, verify=verify,
-                   lowering=lowering)
+    options = dict(
+        dynamic=dynamic,
+        recipe=recipe,
+        calibration=calibration,
+        target=target,
+        inductor=inductor,
+        verify=verify,
+        lowering=lowering,
+    )
     variant, compiled = _export_and_compile(model, args, kwargs, **options)
     module = CompressedModule(model, variant, options, recompile)
+    warn_unmatched(recipe, compiled.report, compiled.imported.graph)
     return module, compiled.report
+
+
+def warn_unmatched(recipe: Any, report: Report, graph: Any) -> None:
+    """Warn once per quantize/sparsify pass of ``recipe`` that changed no layer of ``graph``."""
+    if recipe is None:
+        return
+    from .pipeline import parse_pipeline, unmatched_rewrites
+
+    for msg in unmatched_rewrites(parse_pipeline(recipe), report, len(graph.params)):
+        warnings.warn(msg, UserWarning, stacklevel=3)

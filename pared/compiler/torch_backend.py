@@ -196,18 +196,30 @@ def _inductor(gm, example_inputs) -> Callable:
 
         return compile_fx(gm, list(example_inputs))
     except Exception as e:  # Inductor is an optimisation: fall back to the plain FX module
-        warnings.warn(f"pared: Inductor hand-off failed ({type(e).__name__}: {e}); running the torch lowering without it",
-                      stacklevel=2)
+        warnings.warn(
+            f"pared: Inductor hand-off failed ({type(e).__name__}: {e}); running the torch lowering without it",
+            stacklevel=2,
+        )
         return gm
 
 
 class PaRedBackend:
     """A configured Dynamo backend; ``compiled`` lists every graph it compiled (with reports)."""
 
-    def __init__(self, recipe=None, calibration=None, target: str = "torch", inductor: bool = False,
-                 verify: bool = True, strict: Optional[bool] = None, lowering: bool = True):
+    def __init__(
+        self,
+        recipe=None,
+        calibration=None,
+        target: str = "torch",
+        inductor: bool = False,
+        verify: bool = True,
+        strict: Optional[bool] = None,
+        lowering: bool = True,
+    ):
         if target not in TARGETS:
-            raise ValueError(f"pared.backend: target {target!r} is not supported for torch models; use one of {TARGETS}")
+            raise ValueError(
+                f"pared.backend: target {target!r} is not supported for torch models; use one of {TARGETS}"
+            )
         # a bad recipe fails here, when the backend is made, not at the first call inside Dynamo
         self.recipe = parse_pipeline(recipe) if recipe else None
         self.calibration = calibration
@@ -228,19 +240,29 @@ class PaRedBackend:
             user = [imported.inputs[k] is not None for k in range(len(imported.inputs))]
             fakes = [_fake_or_real(n, ex) for n, ex, u in zip(_placeholders(gm), example_inputs, user) if u]
             compiled = compile_imported(
-                imported, recipe=self.recipe, calibration=self.calibration, target=self.target,
-                inductor=self.inductor, device=_device(example_inputs), example_inputs=fakes,
-                timings={"import": t_import}, verify=self.verify, lowering=self.lowering,
+                imported,
+                recipe=self.recipe,
+                calibration=self.calibration,
+                target=self.target,
+                inductor=self.inductor,
+                device=_device(example_inputs),
+                example_inputs=fakes,
+                timings={"import": t_import},
+                verify=self.verify,
+                lowering=self.lowering,
             )
         except Exception as e:
             if self.strict:
                 raise
             msg = f"{type(e).__name__}: {e}"
             self.fallbacks.append(msg)
-            warnings.warn(f"pared: could not compile this graph ({msg}); running the captured FX graph as is "
-                          "(nothing to compress: no recipe)" if not self.recipe else
-                          f"pared: could not compile this graph ({msg}); running it UNCOMPRESSED as asked (strict=False)",
-                          stacklevel=2)
+            warnings.warn(
+                f"pared: could not compile this graph ({msg}); running the captured FX graph as is "
+                "(nothing to compress: no recipe)"
+                if not self.recipe
+                else f"pared: could not compile this graph ({msg}); running it UNCOMPRESSED as asked (strict=False)",
+                stacklevel=2,
+            )
             return gm.forward
         self.compiled.append(compiled)
         return compiled
@@ -264,8 +286,15 @@ def _fake_or_real(node, ex):
     return m if isinstance(m, torch.Tensor) else ex
 
 
-def backend(recipe=None, calibration=None, target: str = "torch", inductor: bool = False, verify: bool = True,
-            strict: Optional[bool] = None, lowering: bool = True) -> PaRedBackend:
+def backend(
+    recipe=None,
+    calibration=None,
+    target: str = "torch",
+    inductor: bool = False,
+    verify: bool = True,
+    strict: Optional[bool] = None,
+    lowering: bool = True,
+) -> PaRedBackend:
     """A ``torch.compile`` backend running ``recipe`` (a pipeline string, list or YAML recipe).
 
     Args:

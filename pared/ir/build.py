@@ -81,4 +81,6 @@ class GraphBuilder:
         return partial(self.op, name)
 
     def build(self, *outputs: Atom) -> Graph:
-        return Graph(tuple(self._inputs), tuple(self._eqns), tuple(outputs), tuple(self._params.values()), dict(self._weights))
+        return Graph(
+            tuple(self._inputs), tuple(self._eqns), tuple(outputs), tuple(self._params.values()), dict(self._weights)
+        )

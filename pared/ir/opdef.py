@@ -21,7 +21,19 @@ from .errors import AttrError, TypeInferenceError, UnknownOpError
 from .types import TensorType
 
 _REQUIRED = object()
-ATTR_KINDS = ("int", "float", "bool", "str", "dtype", "ints", "dims", "nested_ints", "optional_int", "optional_float", "any")
+ATTR_KINDS = (
+    "int",
+    "float",
+    "bool",
+    "str",
+    "dtype",
+    "ints",
+    "dims",
+    "nested_ints",
+    "optional_int",
+    "optional_float",
+    "any",
+)
 
 
 @dataclass(frozen=True)
@@ -165,13 +177,17 @@ class OpDef:
                 out[k] = spec.default
         return Attrs(out)
 
-    def infer_types(self, in_types: Sequence[TensorType], attrs: Attrs, regions: Sequence = ()) -> tuple[TensorType, ...]:
+    def infer_types(
+        self, in_types: Sequence[TensorType], attrs: Attrs, regions: Sequence = ()
+    ) -> tuple[TensorType, ...]:
         """Output types for these inputs; region ops' rules also receive their sub-graphs."""
         self.check_arity(len(in_types))
         if len(regions) != self.regions:
             raise TypeInferenceError(f"{self.name} takes {self.regions} region(s), got {len(regions)}")
         try:
-            out = self.infer(list(in_types), attrs, list(regions)) if self.regions else self.infer(list(in_types), attrs)
+            out = (
+                self.infer(list(in_types), attrs, list(regions)) if self.regions else self.infer(list(in_types), attrs)
+            )
         except (TypeInferenceError, AttrError):
             raise
         except Exception as e:  # a rule that crashed on odd input is still a type error

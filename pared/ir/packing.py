@@ -35,7 +35,9 @@ def pack_bits(q: np.ndarray, bits: int, signed: bool) -> np.ndarray:
         q = q.reshape(1)
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if q.size and (q.min() < lo or q.max() > hi):
-        raise ValueError(f"values in [{q.min()}, {q.max()}] do not fit {'signed' if signed else 'unsigned'} {bits} bits")
+        raise ValueError(
+            f"values in [{q.min()}, {q.max()}] do not fit {'signed' if signed else 'unsigned'} {bits} bits"
+        )
     u = (q.astype(np.int64) & ((1 << bits) - 1)).astype(np.uint8)
     if bits == 8:
         return u

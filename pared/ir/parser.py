@@ -323,7 +323,9 @@ class _Parser:
             while True:
                 k = self.expect_kind("ident", "a field name")
                 if k.text not in cls.__dataclass_fields__:
-                    raise self.error(f"unknown {t.text} field {k.text!r}; valid: {', '.join(cls.__dataclass_fields__)}", k)
+                    raise self.error(
+                        f"unknown {t.text} field {k.text!r}; valid: {', '.join(cls.__dataclass_fields__)}", k
+                    )
                 self.expect("=")
                 fields[k.text] = self.value()
                 if not self.accept(","):

@@ -66,7 +66,9 @@ def bind_symbols(types, arrays, env: Optional[dict[str, int]] = None, what: str 
             if isinstance(d, D.Sym) and len(d.terms) == 1 and d.terms[0][1] == 1 and len(d.terms[0][0]) == 1:
                 s = d.terms[0][0][0]
                 if env.setdefault(s, n) != n:
-                    raise BindError(f"{what} {i}: symbol {s} is {env[s]} elsewhere but {n} here (shape {shape}, type {t})")
+                    raise BindError(
+                        f"{what} {i}: symbol {s} is {env[s]} elsewhere but {n} here (shape {shape}, type {t})"
+                    )
         for d, n in zip(t.shape, shape):
             try:
                 expect = D.evaluate(d, env)

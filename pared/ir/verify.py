@@ -92,7 +92,9 @@ def verify(g: Graph) -> Graph:
             w = g.weights[p.name]
             shape = tuple(getattr(w, "shape", np.shape(w)))
             if shape != p.type.shape:
-                raise VerifyError(f"param @{p.name}: value has shape {list(shape)} but the type says {format_type(p.type)}")
+                raise VerifyError(
+                    f"param @{p.name}: value has shape {list(shape)} but the type says {format_type(p.type)}"
+                )
     for name in g.weights:
         if name not in declared:
             raise VerifyError(f"weight {name!r} has a value but no param declaration")
@@ -179,7 +181,9 @@ def _verify_eqn(root: Graph, e: Eqn, declared, defined: _Scope, path: list[int])
     attrs = op.normalize_attrs(e.attrs)
     if attrs != e.attrs:
         missing = sorted(set(attrs) - set(e.attrs))
-        raise VerifyError(f"attributes not normalized (missing defaults {missing})" if missing else "attributes not normalized")
+        raise VerifyError(
+            f"attributes not normalized (missing defaults {missing})" if missing else "attributes not normalized"
+        )
     if len(e.regions) != op.regions:
         raise VerifyError(f"takes {op.regions} region(s), has {len(e.regions)}")
     for k, r in enumerate(e.regions):

@@ -36,6 +36,9 @@ class Pass:
     """Base of every pass. Subclasses are frozen dataclasses registered with :func:`register_pass`."""
 
     name: ClassVar[str] = ""
+    #: True for passes whose purpose is to rewrite weight layers (quantize, sparsify): when such a
+    #: pass adds no report row that changed a layer, the offline entry points say nothing matched.
+    rewrites_layers: ClassVar[bool] = False
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         """Return the rewritten graph (``graph`` itself when nothing changed); never mutate it."""

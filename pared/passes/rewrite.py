@@ -257,10 +257,13 @@ class _Sweep:
         elif isinstance(result, Eqn):
             result = Replacement((result,), result.outputs)
         if not isinstance(result, Replacement):
-            raise RewriteError(f"rewrite rule {_rule_name(fn)} returned {result!r}; expected None, an atom, an Eqn or a Replacement", e)
+            raise RewriteError(
+                f"rewrite rule {_rule_name(fn)} returned {result!r}; expected None, an atom, an Eqn or a Replacement", e
+            )
         if len(result.outputs) != len(e.outputs):
             raise RewriteError(
-                f"rewrite rule {_rule_name(fn)} gave {len(result.outputs)} replacement(s) for {len(e.outputs)} output(s)", e
+                f"rewrite rule {_rule_name(fn)} gave {len(result.outputs)} replacement(s) for {len(e.outputs)} output(s)",
+                e,
             )
         for old, new in zip(e.outputs, result.outputs):
             if not isinstance(new, (Var, Literal, Param)):

@@ -88,12 +88,16 @@ def encode_weight(name: str, value: np.ndarray, param_type) -> tuple[str, dict[s
     return "raw", {name: a}
 
 
-def decode_weight(name: str, codec: str, shape: Sequence[int], dtype: str, stored: Mapping[str, np.ndarray]) -> np.ndarray:
+def decode_weight(
+    name: str, codec: str, shape: Sequence[int], dtype: str, stored: Mapping[str, np.ndarray]
+) -> np.ndarray:
     if codec == "raw":
         return np.array(stored[name])
     if codec.startswith("packed:"):
         _, bits, kind = codec.split(":")
-        return unpack_bits(stored[f"{name}::packed"], int(bits), kind == "i", int(shape[-1])).astype(dtype).reshape(shape)
+        return (
+            unpack_bits(stored[f"{name}::packed"], int(bits), kind == "i", int(shape[-1])).astype(dtype).reshape(shape)
+        )
     if codec.startswith("fp8:"):
         dt = dtypes.get(codec.split(":", 1)[1])
         return fp8_table(dt)[stored[f"{name}::fp8"]].astype(dtype).reshape(shape)
@@ -102,8 +106,10 @@ def decode_weight(name: str, codec: str, shape: Sequence[int], dtype: str, store
         mask = np.unpackbits(stored[f"{name}::mask"], count=n).astype(bool)
         values = stored[f"{name}::values"]
         if int(mask.sum()) != values.size:
-            raise ArtifactError(f"{WEIGHTS_FILE}: tensor {name!r}: bitmask has {int(mask.sum())} bits set "
-                                f"but {values.size} values are stored (corrupted)")
+            raise ArtifactError(
+                f"{WEIGHTS_FILE}: tensor {name!r}: bitmask has {int(mask.sum())} bits set "
+                f"but {values.size} values are stored (corrupted)"
+            )
         out = np.zeros(n, dtype=values.dtype)
         out[mask] = values
         return out.reshape(shape)
@@ -257,21 +263,28 @@ def check_output_dir(out_dir: PathLike, overwrite: bool) -> Path:
             raise ArtifactError(f"output {str(out)!r} exists and is not a directory")
         if any(out.iterdir()):
             if not is_artifact(out):
-                raise ArtifactError(f"output directory {str(out)!r} exists, is not empty and is not a pared artifact; "
-                                    "choose another --out (pared never replaces other files)")
+                raise ArtifactError(
+                    f"output directory {str(out)!r} exists, is not empty and is not a pared artifact; "
+                    "choose another --out (pared never replaces other files)"
+                )
             if not overwrite:
-                raise ArtifactError(f"output directory {str(out)!r} already holds an artifact; pass --overwrite to replace it")
+                raise ArtifactError(
+                    f"output directory {str(out)!r} already holds an artifact; pass --overwrite to replace it"
+                )
     parent = next((p for p in out.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise ArtifactError(f"cannot write the output {str(out)!r}: {str(parent)!r} is a file, not a directory; "
-                            "choose another --out")
+        raise ArtifactError(
+            f"cannot write the output {str(out)!r}: {str(parent)!r} is a file, not a directory; choose another --out"
+        )
     try:  # the artifact is written next to ``out`` and renamed into place: try that now, not after the work
         out.parent.mkdir(parents=True, exist_ok=True)
         probe = make_partial_dir(f".{out.name}.probe-{os.getpid()}-", out.parent)
         probe.rmdir()
     except OSError as e:
-        raise ArtifactError(f"cannot write the output {str(out)!r}: {e.strerror or e} (in {str(parent or out.parent)!r}); "
-                            "choose another --out") from None
+        raise ArtifactError(
+            f"cannot write the output {str(out)!r}: {e.strerror or e} (in {str(parent or out.parent)!r}); "
+            "choose another --out"
+        ) from None
     return out
 
 
@@ -281,8 +294,10 @@ def check_free_space(out_dir: PathLike, needed_bytes: int) -> None:
     parent = next((p for p in [out, *out.parents] if p.exists()), out.parent)
     free = shutil.disk_usage(parent).free
     if free < needed_bytes:
-        raise ArtifactError(f"not enough free disk space for {str(out)!r}: {free / 2**20:.1f} MiB free, the artifact "
-                            f"needs up to {needed_bytes / 2**20:.1f} MiB; free some space or choose another --out")
+        raise ArtifactError(
+            f"not enough free disk space for {str(out)!r}: {free / 2**20:.1f} MiB free, the artifact "
+            f"needs up to {needed_bytes / 2**20:.1f} MiB; free some space or choose another --out"
+        )
 
 
 def save_artifact(
@@ -334,7 +349,9 @@ def save_artifact(
             codec, parts = encode_weight(p.name, value, p.type)
             stored.update(parts)
             tensors_meta[p.name] = {
-                "dtype": value.dtype.name, "shape": list(value.shape), "codec": codec,
+                "dtype": value.dtype.name,
+                "shape": list(value.shape),
+                "codec": codec,
                 "stored_bytes": int(sum(a.nbytes for a in parts.values())),
                 "dense_bytes": _dense_size(p, value, dense_bytes),
                 "sha256": {k: sha256_bytes(np.ascontiguousarray(a).tobytes()) for k, a in parts.items()},
@@ -347,16 +364,19 @@ def save_artifact(
         for f in sorted(tmp.rglob("*")):
             if f.is_file():
                 files[f.relative_to(tmp).as_posix()] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
-        in_names = list(input_names or [])[:len(graph.inputs)]
+        in_names = list(input_names or [])[: len(graph.inputs)]
         in_names += [f"input{k}" for k in range(len(in_names), len(graph.inputs))]
-        out_names = list(output_names or [])[:len(graph.outputs)]
+        out_names = list(output_names or [])[: len(graph.outputs)]
         out_names += [f"output{k}" for k in range(len(out_names), len(graph.outputs))]
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "pared_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "recipe": {"pipeline": recipe, "source": recipe_source if isinstance(recipe_source, (str, type(None))) else str(recipe_source)},
+            "recipe": {
+                "pipeline": recipe,
+                "source": recipe_source if isinstance(recipe_source, (str, type(None))) else str(recipe_source),
+            },
             "source": dict(source or {}),
             "inputs": [{"name": n, "type": t} for n, t in zip(in_names, _atom_types(graph.inputs))],
             "outputs": [{"name": n, "type": t} for n, t in zip(out_names, _atom_types(graph.outputs))],
@@ -422,25 +442,32 @@ def read_manifest(path: PathLike) -> dict:
     m = d / MANIFEST
     if not m.is_file():
         partial = "" if not list(d.parent.glob(f".{d.name}.partial-*")) else " (a partial write of it lies next to it)"
-        raise ArtifactError(f"{str(d)!r} has no {MANIFEST}: it is not a pared artifact, or its manifest was deleted "
-                            f"(pared writes the manifest last and renames the directory into place){partial}")
+        raise ArtifactError(
+            f"{str(d)!r} has no {MANIFEST}: it is not a pared artifact, or its manifest was deleted "
+            f"(pared writes the manifest last and renames the directory into place){partial}"
+        )
     try:
         manifest = json.loads(m.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{m}: corrupted ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{m}: not a pared artifact manifest (format is {manifest.get('format') if isinstance(manifest, dict) else None!r})")
+        raise ArtifactError(
+            f"{m}: not a pared artifact manifest (format is {manifest.get('format') if isinstance(manifest, dict) else None!r})"
+        )
     version = manifest.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        raise ArtifactError(f"{m}: format version {version} is newer than this pared "
-                            f"({__version__}, reads version {FORMAT_VERSION}); upgrade pared")
+        raise ArtifactError(
+            f"{m}: format version {version} is newer than this pared "
+            f"({__version__}, reads version {FORMAT_VERSION}); upgrade pared"
+        )
     problem = check_manifest(manifest)
     if problem is None:
         missing = [f for f in (GRAPH_FILE, WEIGHTS_FILE) if f not in manifest["files"]]
         problem = f"manifest.files: {missing[0]!r} is not listed" if missing else None
     if problem:
-        raise ArtifactError(f"{m}: invalid: {problem}; the artifact was edited or damaged "
-                            "(write it again with pared compress)")
+        raise ArtifactError(
+            f"{m}: invalid: {problem}; the artifact was edited or damaged (write it again with pared compress)"
+        )
     return manifest
 
 
@@ -495,8 +522,10 @@ def load_artifact(path: PathLike, *, check: bool = True) -> Artifact:
                 raise ArtifactError(f"{wpath}: corrupted: tensor {key!r} (param @{p.name}) does not match its sha256")
         value = decode_weight(p.name, meta["codec"], meta["shape"], meta["dtype"], stored)
         if list(value.shape) != list(meta["shape"]) or value.dtype.name != meta["dtype"]:
-            raise ArtifactError(f"{wpath}: tensor @{p.name} is {value.dtype.name}{list(value.shape)}, "
-                                f"the manifest says {meta['dtype']}{meta['shape']}")
+            raise ArtifactError(
+                f"{wpath}: tensor @{p.name} is {value.dtype.name}{list(value.shape)}, "
+                f"the manifest says {meta['dtype']}{meta['shape']}"
+            )
         weights[p.name] = value
     graph = graph.replace(weights=weights)
     try:

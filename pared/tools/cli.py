@@ -45,8 +45,19 @@ def _user_errors() -> tuple:
     from .safetensors_io import SafetensorsError
     from .textdata import TextDataError
 
-    return (ArtifactError, CalibrationError, ExportError, IRError, ModelError, PassError, PassOptionError, PipelineError,
-            RecipeError, SafetensorsError, TextDataError)
+    return (
+        ArtifactError,
+        CalibrationError,
+        ExportError,
+        IRError,
+        ModelError,
+        PassError,
+        PassOptionError,
+        PipelineError,
+        RecipeError,
+        SafetensorsError,
+        TextDataError,
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -93,37 +104,53 @@ def cmd_compress(a: argparse.Namespace) -> int:
     dense_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
     check_free_space(a.out, dense_bytes + (16 << 20))  # never more than the dense weights + tokenizer files
     if a.calib not in (None, "none", "") and lm.tokenizer is None:
-        raise ModelError(f"--calib {a.calib!r} is text, and model {a.model!r} has no tokenizer to turn it into inputs; "
-                         "drop --calib (data-free recipes), or pass calibration batches through the Python API: "
-                         "pared.compress(model, example, recipe=..., calibration=[...])")
+        raise ModelError(
+            f"--calib {a.calib!r} is text, and model {a.model!r} has no tokenizer to turn it into inputs; "
+            "drop --calib (data-free recipes), or pass calibration batches through the Python API: "
+            "pared.compress(model, example, recipe=..., calibration=[...])"
+        )
     calib = None if a.calib in ("none", "") else (a.calib or (_default_calib() if lm.tokenizer is not None else None))
     _log(f"compressing {lm.name} ({type(lm.model).__name__}) with {a.recipe!r}")
     try:
         result = compress_model(lm, a.recipe, calib, n_calib=a.n_calib, log=_log)
     except PassError as e:
         if calib is None and "needs calibration data" in str(e):
-            why = ("model has no tokenizer, so the CLI cannot make calibration inputs; use the Python API: "
-                   "pared.compress(model, example, recipe=..., calibration=[...])" if lm.tokenizer is None else
-                   "--calib none was given; drop it (the default calibrates on Wikipedia text)")
+            why = (
+                "model has no tokenizer, so the CLI cannot make calibration inputs; use the Python API: "
+                "pared.compress(model, example, recipe=..., calibration=[...])"
+                if lm.tokenizer is None
+                else "--calib none was given; drop it (the default calibrates on Wikipedia text)"
+            )
             raise ModelError(f"recipe {a.recipe!r} needs calibration data: {why}") from None
         raise
     metrics = {}
     if not a.no_eval:
         eval_src = a.eval_text or (_default_calib() if lm.tokenizer is not None else "builtin")
         _log(f"measuring quality on {eval_src!r}" + ("" if a.no_bench else " and speed"))
-        metrics = measure(result, load_texts(eval_src, split="evaluation") if lm.tokenizer is not None else [],
-                          n_eval=a.n_eval, bench=not a.no_bench)
-    metrics["seconds"] = {**{k: round(v, 3) for k, v in result.seconds.items()}, "total": round(time.perf_counter() - t0, 3)}
+        metrics = measure(
+            result,
+            load_texts(eval_src, split="evaluation") if lm.tokenizer is not None else [],
+            n_eval=a.n_eval,
+            bench=not a.no_bench,
+        )
+    metrics["seconds"] = {
+        **{k: round(v, 3) for k, v in result.seconds.items()},
+        "total": round(time.perf_counter() - t0, 3),
+    }
     out = save_result(result, a.out, metrics, overwrite=a.overwrite)
     size = metrics["size"]
-    print(f"wrote {out}  ({format_bytes(size['model_bytes_stored'])}, {size['compression_model']:.2f}x smaller than dense; "
-          f"layer weights {size['compression_layers']:.2f}x)")
+    print(
+        f"wrote {out}  ({format_bytes(size['model_bytes_stored'])}, {size['compression_model']:.2f}x smaller than dense; "
+        f"layer weights {size['compression_layers']:.2f}x)"
+    )
     if "quality" in metrics:
         print("quality: " + ", ".join(f"{k}={_num(v)}" for k, v in metrics["quality"].items()))
     if "speed" in metrics:
         s = metrics["speed"]
-        print(f"speed: eager torch {s['eager_ms']:.1f} ms, pared {s['pared_compressed_ms']:.1f} ms "
-              f"({s['speedup_vs_eager']:.2f}x) on {s['input']}")
+        print(
+            f"speed: eager torch {s['eager_ms']:.1f} ms, pared {s['pared_compressed_ms']:.1f} ms "
+            f"({s['speedup_vs_eager']:.2f}x) on {s['input']}"
+        )
     print(f"report: {out / 'report.html'}")
     return 0
 
@@ -137,21 +164,38 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     from .report import format_table, format_totals, layer_table, totals
 
     art = load_artifact(a.dir)
-    rows = layer_table(art.graph, art.report_rows, art.stored_bytes(),
-                       dense_bytes={k: v.get("dense_bytes") for k, v in art.manifest.get("tensors", {}).items()})
+    rows = layer_table(
+        art.graph,
+        art.report_rows,
+        art.stored_bytes(),
+        dense_bytes={k: v.get("dense_bytes") for k, v in art.manifest.get("tensors", {}).items()},
+    )
     tot = totals(art.graph, rows, art.stored_bytes())
     if a.json:
-        print(json.dumps({"manifest": {k: v for k, v in art.manifest.items() if k not in ("files", "tensors")},
-                          "layers": [r.as_dict() for r in rows], "totals": tot}, indent=1, default=str))
+        print(
+            json.dumps(
+                {
+                    "manifest": {k: v for k, v in art.manifest.items() if k not in ("files", "tensors")},
+                    "layers": [r.as_dict() for r in rows],
+                    "totals": tot,
+                },
+                indent=1,
+                default=str,
+            )
+        )
         return 0
     m = art.manifest
     src = m.get("source", {})
     print(f"artifact   {art.path}")
     print(f"pared      {m.get('pared_version')} (format {m.get('format_version')}), created {m.get('created')}")
-    print(f"source     {src.get('model')} ({src.get('class')}, {src.get('parameters', '?')} params, sha256 {str(src.get('sha256'))[:16]}...)")
+    print(
+        f"source     {src.get('model')} ({src.get('class')}, {src.get('parameters', '?')} params, sha256 {str(src.get('sha256'))[:16]}...)"
+    )
     print(f"recipe     {art.recipe}")
-    print(f"graph      {len(art.graph.inputs)} inputs ({', '.join(art.input_names)}), {len(art.graph.eqns)} equations, "
-          f"{len(art.graph.params)} params")
+    print(
+        f"graph      {len(art.graph.inputs)} inputs ({', '.join(art.input_names)}), {len(art.graph.eqns)} equations, "
+        f"{len(art.graph.params)} params"
+    )
     print()
     print(format_table(rows))
     print()
@@ -213,7 +257,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     with torch.no_grad():
         eager = time_fn(lambda: lm.call(kw), repeat=a.repeat)
     comp = time_fn(call, repeat=a.repeat)
-    print(f"input {({k: list(v.shape) for k, v in kw.items()})}, {torch.get_num_threads()} threads")
+    print(f"input { ({k: list(v.shape) for k, v in kw.items()}) }, {torch.get_num_threads()} threads")
     print(f"{'original (eager torch)':<28}{eager:>10.2f} ms")
     print(f"{'pared artifact (' + a.backend + ')':<28}{comp:>10.2f} ms   {eager / comp:.2f}x")
     return 0
@@ -238,8 +282,11 @@ def describe_pass(cls) -> list[str]:
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
+        )
         lines.append(f"    {f.name:<18} {describe_type(hints[f.name]):<36} default {default!r}")
     return lines
 
@@ -274,8 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="compress MODEL with a recipe and save the artifact")
     c.add_argument("model", metavar="MODEL", help="bundled name (minilm, smollm2), HF folder, or module:factory")
     c.add_argument("--recipe", "-r", required=True, help="preset, pipeline string, or YAML recipe file")
-    c.add_argument("--calib", help="calibration text: 'wikipedia', 'builtin', a text file, literal text, or 'none' "
-                                   "(default: wikipedia when installed)")
+    c.add_argument(
+        "--calib",
+        help="calibration text: 'wikipedia', 'builtin', a text file, literal text, or 'none' "
+        "(default: wikipedia when installed)",
+    )
     c.add_argument("--n-calib", type=_positive_int, default=32, help="calibration samples (sentences or windows)")
     c.add_argument("--out", "-o", required=True, help="output artifact directory")
     c.add_argument("--overwrite", action="store_true", help="replace an existing artifact at --out")

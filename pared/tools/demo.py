@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         label, recipe = pick_recipe(passes)
         print(f"default recipe: {label} = {recipe}")
         if label != DEFAULT_RECIPES[0][0]:
-            print(f"(the preferred default, {DEFAULT_RECIPES[0][0]}, needs passes that are not registered in this build)")
+            print(
+                f"(the preferred default, {DEFAULT_RECIPES[0][0]}, needs passes that are not registered in this build)"
+            )
 
     _rule("load")
     t0 = time.perf_counter()
@@ -92,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         eval_texts, calib = load_texts("wikipedia", split="evaluation"), "wikipedia"
     except TextDataError:
         eval_texts, calib = load_texts("builtin"), "builtin"
-    print(f"{type(lm.model).__name__}: {lm.source()['parameters']:,} parameters, loaded in {time.perf_counter() - t0:.1f} s; "
-          f"text: {calib}")
+    print(
+        f"{type(lm.model).__name__}: {lm.source()['parameters']:,} parameters, loaded in {time.perf_counter() - t0:.1f} s; "
+        f"text: {calib}"
+    )
 
     _rule(f"compress: {label}")
     result = compress_model(lm, recipe, calib, n_calib=n_calib, log=lambda s: print(s, flush=True))
@@ -102,9 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     _rule("measure quality and speed")
     metrics = measure(result, eval_texts, n_eval=n_eval, repeat=repeat)
     q, s = metrics["quality"], metrics["speed"]
-    print(f"cosine vs dense on {q['sentences']} held-out sentences: mean {q['cosine_mean']:.4f}, min {q['cosine_min']:.4f}")
-    print(f"eager torch {s['eager_ms']:.1f} ms, pared dense {s['pared_dense_ms']:.1f} ms, pared compressed "
-          f"{s['pared_compressed_ms']:.1f} ms on input {s['input']} ({s['threads']} threads)")
+    print(
+        f"cosine vs dense on {q['sentences']} held-out sentences: mean {q['cosine_mean']:.4f}, min {q['cosine_min']:.4f}"
+    )
+    print(
+        f"eager torch {s['eager_ms']:.1f} ms, pared dense {s['pared_dense_ms']:.1f} ms, pared compressed "
+        f"{s['pared_compressed_ms']:.1f} ms on input {s['input']} ({s['threads']} threads)"
+    )
 
     _rule("quality vs compression sweep (data-free recipes)")
     points = [{"label": "dense", "compression": 1.0, "quality": 1.0, "quality_name": "embedding cosine vs dense"}]
@@ -122,14 +130,22 @@ def main(argv: list[str] | None = None) -> int:
     _rule("save, load back, check")
     main_rows = layer_table(result.graph, result.report.to_dicts())
     main_tot = totals(result.graph, main_rows)
-    points.append({"label": label, "compression": main_tot["compression_layers"],
-                   "quality": quality_value(q)[1], "highlight": True})
+    points.append(
+        {
+            "label": label,
+            "compression": main_tot["compression_layers"],
+            "quality": quality_value(q)[1],
+            "highlight": True,
+        }
+    )
     out = save_result(result, args.out, metrics, overwrite=True, tradeoff=points)
     art = load_artifact(out)
     ins = lm.graph_inputs(lm.example_kwargs)
     same = all(bool((a == b).all()) for a, b in zip(result.run(ins), art.run(*ins, backend="torch")))
-    print(f"artifact {out}: {format_bytes(sum(f['bytes'] for f in art.manifest['files'].values()))} on disk; "
-          f"loaded and re-run on the torch backend: {'identical outputs' if same else 'OUTPUTS DIFFER'}")
+    print(
+        f"artifact {out}: {format_bytes(sum(f['bytes'] for f in art.manifest['files'].values()))} on disk; "
+        f"loaded and re-run on the torch backend: {'identical outputs' if same else 'OUTPUTS DIFFER'}"
+    )
     print(format_table(main_rows[:6]) + f"\n... ({len(main_rows)} layers; `pared inspect {out}` shows all)")
 
     _rule("results (measured)")
@@ -137,17 +153,25 @@ def main(argv: list[str] | None = None) -> int:
     head = f"{'model':<26}{'layer weights':>15}{'smaller':>9}{'model size':>13}{'cosine mean':>13}{'cosine min':>12}{'latency':>11}"
     print(head)
     print("-" * len(head))
-    print(f"{'dense (eager torch)':<26}{format_bytes(dense_bytes):>15}{'1.00x':>9}{format_bytes(main_tot['model_bytes_dense']):>13}"
-          f"{1.0:>13.4f}{1.0:>12.4f}{s['eager_ms']:>9.1f}ms")
-    print(f"{label:<26}{format_bytes(main_tot['layer_bytes_stored']):>15}{main_tot['compression_layers']:>8.2f}x"
-          f"{format_bytes(main_tot['model_bytes_stored']):>13}{q['cosine_mean']:>13.4f}{q['cosine_min']:>12.4f}"
-          f"{s['pared_compressed_ms']:>9.1f}ms")
+    print(
+        f"{'dense (eager torch)':<26}{format_bytes(dense_bytes):>15}{'1.00x':>9}{format_bytes(main_tot['model_bytes_dense']):>13}"
+        f"{1.0:>13.4f}{1.0:>12.4f}{s['eager_ms']:>9.1f}ms"
+    )
+    print(
+        f"{label:<26}{format_bytes(main_tot['layer_bytes_stored']):>15}{main_tot['compression_layers']:>8.2f}x"
+        f"{format_bytes(main_tot['model_bytes_stored']):>13}{q['cosine_mean']:>13.4f}{q['cosine_min']:>12.4f}"
+        f"{s['pared_compressed_ms']:>9.1f}ms"
+    )
     for sl, st, sq, _ in table:
-        print(f"{sl:<26}{format_bytes(st['layer_bytes_stored']):>15}{st['compression_layers']:>8.2f}x"
-              f"{format_bytes(st['model_bytes_stored']):>13}{sq['cosine_mean']:>13.4f}{sq['cosine_min']:>12.4f}{'-':>11}")
-    print(f"\nlatency: batch {s['input']['input_ids']}, {s['threads']} CPU threads, median of >= {repeat} runs. pared runs "
-          "sparse and int8 weights through dense torch kernels on CPU here, so it is not faster than eager yet; "
-          "the size and quality columns are what the recipe buys.")
+        print(
+            f"{sl:<26}{format_bytes(st['layer_bytes_stored']):>15}{st['compression_layers']:>8.2f}x"
+            f"{format_bytes(st['model_bytes_stored']):>13}{sq['cosine_mean']:>13.4f}{sq['cosine_min']:>12.4f}{'-':>11}"
+        )
+    print(
+        f"\nlatency: batch {s['input']['input_ids']}, {s['threads']} CPU threads, median of >= {repeat} runs. pared runs "
+        "sparse and int8 weights through dense torch kernels on CPU here, so it is not faster than eager yet; "
+        "the size and quality columns are what the recipe buys."
+    )
     print(f"report: {Path(out) / 'report.html'} (plots: layers.png, tradeoff.png)")
     print(f"demo finished in {time.perf_counter() - t_start:.0f} s")
     return 0

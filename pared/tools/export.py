@@ -64,8 +64,15 @@ def dense_weights(graph) -> dict[str, np.ndarray]:
     for base, info in ql.items():
         w = graph.weights
         zero = w[info["zero"]] if info["zero"] else None
-        out[base] = np.asarray(dequantize_weight(np.asarray(w[info["q"]]), np.asarray(w[info["scale"]]),
-                                                 None if zero is None else np.asarray(zero), info["group_size"]), np.float32)
+        out[base] = np.asarray(
+            dequantize_weight(
+                np.asarray(w[info["q"]]),
+                np.asarray(w[info["scale"]]),
+                None if zero is None else np.asarray(zero),
+                info["group_size"],
+            ),
+            np.float32,
+        )
     for p in graph.params:
         if p.name in companions or p.name in out:
             continue
@@ -84,14 +91,18 @@ def _prepare(out: Any, overwrite: bool, source: Path) -> tuple[Path, Path]:
     src = Path(source).resolve()
     real = out.resolve()
     if real == src or src in real.parents or real in src.parents:
-        raise ExportError(f"--out {str(out)!r} is the source artifact {str(src)!r} or contains it or lies inside it; "
-                          "choose an output directory outside the artifact")
+        raise ExportError(
+            f"--out {str(out)!r} is the source artifact {str(src)!r} or contains it or lies inside it; "
+            "choose an output directory outside the artifact"
+        )
     if out.exists() and not out.is_dir():
         raise ExportError(f"output {str(out)!r} exists and is not a directory; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():
-            raise ExportError(f"output directory {str(out)!r} exists, is not empty and is not a pared export; "
-                              "choose another --out (pared never replaces other files)")
+            raise ExportError(
+                f"output directory {str(out)!r} exists, is not empty and is not a pared export; "
+                "choose another --out (pared never replaces other files)"
+            )
         if not overwrite:
             raise ExportError(f"{out} already holds a pared export; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,8 +123,10 @@ def _commit(tmp: Path, out: Path) -> None:
 def _copy_model_files(art: Artifact, tmp: Path) -> dict:
     src = art.path / "model"
     if not (src / "config.json").is_file():
-        raise ExportError(f"{art.path} has no model/config.json (the source was not a Hugging Face model); "
-                          "an HF/compressed-tensors export needs one")
+        raise ExportError(
+            f"{art.path} has no model/config.json (the source was not a Hugging Face model); "
+            "an HF/compressed-tensors export needs one"
+        )
     for f in src.iterdir():
         if f.is_file():
             shutil.copy2(f, tmp / f.name)
@@ -172,8 +185,10 @@ def compressed_tensors_state(graph, fmt: str) -> tuple[dict[str, np.ndarray], di
 
     ql = qlinears(graph)
     if not ql:
-        raise ExportError("the artifact has no quantized layers (qlinear); compressed-tensors formats hold quantized "
-                          "weights: export with --format hf instead")
+        raise ExportError(
+            "the artifact has no quantized layers (qlinear); compressed-tensors formats hold quantized "
+            "weights: export with --format hf instead"
+        )
     dense = dense_weights(graph)
     tensors: dict[str, np.ndarray] = {k: v for k, v in dense.items() if k not in ql}
     groups: dict[tuple, list[str]] = {}
@@ -190,10 +205,14 @@ def compressed_tensors_state(graph, fmt: str) -> tuple[dict[str, np.ndarray], di
         k = q.shape[1]
         gs = info["group_size"]
         if gs is not None and k % gs:
-            raise ExportError(f"layer {base!r}: group size {gs} does not divide its {k} inputs (a ragged last group); "
-                              "compressed-tensors needs equal groups")
+            raise ExportError(
+                f"layer {base!r}: group size {gs} does not divide its {k} inputs (a ragged last group); "
+                "compressed-tensors needs equal groups"
+            )
         if fmt == "int-quantized" and bits != 8:
-            raise ExportError(f"layer {base!r} has {bits}-bit weights: int-quantized stores int8 codes; use pack-quantized")
+            raise ExportError(
+                f"layer {base!r} has {bits}-bit weights: int-quantized stores int8 codes; use pack-quantized"
+            )
         shift = 0 if sym else 1 << (bits - 1)
         codes = (q - shift).astype(np.int8)
         m = _module(base)
@@ -218,12 +237,25 @@ def compressed_tensors_state(graph, fmt: str) -> tuple[dict[str, np.ndarray], di
     for i, ((bits, sym, gs, act), modules) in enumerate(groups.items()):
         config_groups[f"group_{i}"] = {
             "targets": modules,
-            "weights": {"num_bits": bits, "type": "int", "symmetric": sym, "strategy": "group" if gs else "channel",
-                        "group_size": gs, "dynamic": False, "observer": "minmax"},
+            "weights": {
+                "num_bits": bits,
+                "type": "int",
+                "symmetric": sym,
+                "strategy": "group" if gs else "channel",
+                "group_size": gs,
+                "dynamic": False,
+                "observer": "minmax",
+            },
             "input_activations": json.loads(act),
             "output_activations": None,
             "format": fmt,
         }
-    qconfig = {"quant_method": "compressed-tensors", "format": fmt, "quantization_status": "compressed",
-               "config_groups": config_groups, "ignore": [], "kv_cache_scheme": None}
+    qconfig = {
+        "quant_method": "compressed-tensors",
+        "format": fmt,
+        "quantization_status": "compressed",
+        "config_groups": config_groups,
+        "ignore": [],
+        "kv_cache_scheme": None,
+    }
     return tensors, qconfig

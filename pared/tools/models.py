@@ -114,7 +114,9 @@ class LoadedModel:
             out.append(kw)
         return out
 
-    def calibration_batches(self, texts: list[str], n: int = 16, batch: int = 8, seq_len: Optional[int] = None) -> list[dict]:
+    def calibration_batches(
+        self, texts: list[str], n: int = 16, batch: int = 8, seq_len: Optional[int] = None
+    ) -> list[dict]:
         """Keyword-input batches for calibration from text (model-level inputs)."""
         seq_len = seq_len or self.seq_len
         if self.kind == "causal-lm":
@@ -123,7 +125,7 @@ class LoadedModel:
 
         sents = sentences(texts, n) or list(texts)[:n]
         enc = self.encode(sents, seq_len)  # one padded length for every batch
-        return [{k: v[i:i + batch] for k, v in enc.items()} for i in range(0, len(sents), batch)]
+        return [{k: v[i : i + batch] for k, v in enc.items()} for i in range(0, len(sents), batch)]
 
     def call(self, inputs: dict):
         """The original model on inputs as :func:`pared.tools.offline.bench_inputs` gives them:
@@ -152,7 +154,7 @@ class LoadedModel:
             sents = sentences(texts, n) or list(texts)[:n]
             cos = []
             for i in range(0, len(sents), 16):
-                kw = self.encode(sents[i:i + 16])
+                kw = self.encode(sents[i : i + 16])
                 with torch.no_grad():
                     ref = self.model(**kw).last_hidden_state
                 got = _as_torch(run(self.graph_inputs(kw))[0])
@@ -161,7 +163,12 @@ class LoadedModel:
                 e_got = (got * mask).sum(1) / mask.sum(1)
                 cos.append(torch.nn.functional.cosine_similarity(e_ref, e_got, dim=-1))
             c = torch.cat(cos)
-            return {"metric": "cosine", "cosine_mean": float(c.mean()), "cosine_min": float(c.min()), "sentences": len(c)}
+            return {
+                "metric": "cosine",
+                "cosine_mean": float(c.mean()),
+                "cosine_min": float(c.min()),
+                "sentences": len(c),
+            }
         if self.kind == "causal-lm":
             wins = self.windows(texts, max(1, n // 8), self.seq_len)
             nll_ref = nll_got = 0.0
@@ -178,7 +185,13 @@ class LoadedModel:
             import math
 
             ppl_ref, ppl = math.exp(nll_ref / count), math.exp(nll_got / count)
-            return {"metric": "perplexity", "ppl_dense": ppl_ref, "ppl": ppl, "ppl_ratio": ppl / ppl_ref, "tokens": count}
+            return {
+                "metric": "perplexity",
+                "ppl_dense": ppl_ref,
+                "ppl": ppl,
+                "ppl_ratio": ppl / ppl_ref,
+                "tokens": count,
+            }
         with torch.no_grad():
             ref = self.model(*self.example_args, **self.example_kwargs)
         ref_t = ref if isinstance(ref, torch.Tensor) else _first_tensor(ref)
@@ -215,8 +228,10 @@ def resolve_model(spec: str, *, seq_len: int = 128) -> LoadedModel:
         return load_hf_folder(p, name=spec, seq_len=seq_len)
     if ":" in spec and not p.exists():
         return _factory(spec, seq_len)
-    raise ModelError(f"cannot resolve MODEL {spec!r}: expected a bundled name ({', '.join(BUNDLED)}), a local "
-                     "Hugging Face folder with config.json, or a 'package.module:factory' reference")
+    raise ModelError(
+        f"cannot resolve MODEL {spec!r}: expected a bundled name ({', '.join(BUNDLED)}), a local "
+        "Hugging Face folder with config.json, or a 'package.module:factory' reference"
+    )
 
 
 def package_dir(pkg: str) -> Path:
@@ -237,7 +252,9 @@ def load_hf_folder(path: Path, *, name: str, seq_len: int = 128) -> LoadedModel:
         import torch
         import transformers
     except ImportError as e:
-        raise ModelError(f"loading a Hugging Face model needs torch and transformers: pip install 'pared[torch,dev]' ({e})") from None
+        raise ModelError(
+            f"loading a Hugging Face model needs torch and transformers: pip install 'pared[torch,dev]' ({e})"
+        ) from None
     cfg = json.loads((path / "config.json").read_text())
     causal = any(a.endswith("ForCausalLM") for a in cfg.get("architectures", []) or [])
     if (path / "state_dict.pt").is_file():  # pared's own fp32 cache layout
@@ -293,7 +310,9 @@ def smollm2_fp32_dir() -> Path:
                 shutil.copy2(f, tmp / f.name)
         else:
             m = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            cfg = transformers.AutoConfig.for_model(**{k: v for k, v in m.config.to_dict().items() if k != "quantization_config"})
+            cfg = transformers.AutoConfig.for_model(
+                **{k: v for k, v in m.config.to_dict().items() if k != "quantization_config"}
+            )
             cfg.architectures = [type(m).__name__]  # so loaders know it is a causal LM
             cfg.save_pretrained(tmp)
             torch.save(m.state_dict(), tmp / "state_dict.pt")
@@ -328,8 +347,10 @@ def _factory(spec: str, seq_len: int) -> LoadedModel:
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
         made, example = made
     if not isinstance(made, torch.nn.Module):
-        raise ModelError(f"MODEL {spec!r}: {fn_name}() returned {type(made).__name__}, expected an nn.Module "
-                         "or (nn.Module, example_inputs)")
+        raise ModelError(
+            f"MODEL {spec!r}: {fn_name}() returned {type(made).__name__}, expected an nn.Module "
+            "or (nn.Module, example_inputs)"
+        )
     if example is None:
         example = getattr(made, "example_inputs", None)
         if example is None and callable(getattr(mod, "example_inputs", None)):

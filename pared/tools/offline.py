@@ -77,8 +77,12 @@ def check_layer_patterns(passes: Sequence[Pass], graph) -> list[str]:
         for opt in (*INCLUDE_OPTIONS, *EXCLUDE_OPTIONS):
             where = f"pass {k} ({p.name}): "
             try:
-                bad = unmatched(getattr(p, opt, None) if isinstance(getattr(p, opt, None), (str, tuple, list)) else None,
-                                names, opt, where)
+                bad = unmatched(
+                    getattr(p, opt, None) if isinstance(getattr(p, opt, None), (str, tuple, list)) else None,
+                    names,
+                    opt,
+                    where,
+                )
             except LayerPatternError as e:
                 raise RecipeError(str(e)) from None
             for rx in bad:
@@ -125,9 +129,17 @@ class CompressResult:
             return list(self.dense.fn(*inputs))
 
 
-def compress_model(lm: LoadedModel, recipe: Any, calib: Optional[str] = None, *, n_calib: int = 32,
-                   log: Callable[[str], None] = print, verify: bool = True) -> CompressResult:
+def compress_model(
+    lm: LoadedModel,
+    recipe: Any,
+    calib: Optional[str] = None,
+    *,
+    n_calib: int = 32,
+    log: Callable[[str], None] = print,
+    verify: bool = True,
+) -> CompressResult:
     """Capture ``lm`` once, check the recipe against it, run the passes with calibration from text."""
+    from ..compiler.pipeline import unmatched_rewrites
     from ..compiler.torch_api import compress_torch
     from ..compiler.torch_backend import compile_imported
     from .textdata import load_texts
@@ -143,9 +155,11 @@ def compress_model(lm: LoadedModel, recipe: Any, calib: Optional[str] = None, *,
         dense = lm.captured = dense_module.compiled
     seconds["capture"] = time.perf_counter() - t0
     if dense.imported.opaque:
-        raise RecipeError(f"{lm.name}: {len(dense.imported.opaque)} op(s) could not be captured into the IR "
-                          f"({', '.join(sorted({o.name for o in dense.imported.opaque.values()}))}); "
-                          "such a graph cannot be saved as an artifact")
+        raise RecipeError(
+            f"{lm.name}: {len(dense.imported.opaque)} op(s) could not be captured into the IR "
+            f"({', '.join(sorted({o.name for o in dense.imported.opaque.values()}))}); "
+            "such a graph cannot be saved as an artifact"
+        )
     warns = check_layer_patterns(passes, dense.graph)
     for w in warns:
         log(f"warning: {w}")
@@ -160,8 +174,13 @@ def compress_model(lm: LoadedModel, recipe: Any, calib: Optional[str] = None, *,
     t0 = time.perf_counter()
     compiled = compile_imported(dense.imported, recipe=passes, calibration=batches, target="torch", verify=verify)
     seconds["passes"] = time.perf_counter() - t0
-    return CompressResult(lm, passes, format_pipeline(passes), source, dense, compiled,
-                          len(batches or []), seconds, warns)
+    unmatched = unmatched_rewrites(passes, compiled.report, len(dense.graph.params))
+    for w in unmatched:
+        log(f"warning: {w}")
+    warns = [*warns, *unmatched]
+    return CompressResult(
+        lm, passes, format_pipeline(passes), source, dense, compiled, len(batches or []), seconds, warns
+    )
 
 
 def bench_inputs(lm: LoadedModel, texts: Sequence[str], batch: int = 8, seq_len: int = 128) -> dict:
@@ -192,8 +211,9 @@ def time_fn(fn: Callable[[], Any], *, repeat: int = 10, min_seconds: float = 0.5
     return statistics.median(times)
 
 
-def measure(result: CompressResult, eval_texts: Sequence[str], *, n_eval: int = 64, bench: bool = True,
-            repeat: int = 10) -> dict:
+def measure(
+    result: CompressResult, eval_texts: Sequence[str], *, n_eval: int = 64, bench: bool = True, repeat: int = 10
+) -> dict:
     """Quality (vs dense, on ``eval_texts``), and speed of dense eager torch vs pared's torch backend."""
     import torch
 
@@ -206,9 +226,14 @@ def measure(result: CompressResult, eval_texts: Sequence[str], *, n_eval: int = 
             eager = time_fn(lambda: lm.call(kw), repeat=repeat)
         dense = time_fn(lambda: result.run_dense(ins), repeat=repeat)
         comp = time_fn(lambda: result.run(ins), repeat=repeat)
-        metrics["speed"] = {"input": {k: list(v.shape) for k, v in kw.items()}, "threads": torch.get_num_threads(),
-                            "eager_ms": eager, "pared_dense_ms": dense, "pared_compressed_ms": comp,
-                            "speedup_vs_eager": eager / comp}
+        metrics["speed"] = {
+            "input": {k: list(v.shape) for k, v in kw.items()},
+            "threads": torch.get_num_threads(),
+            "eager_ms": eager,
+            "pared_dense_ms": dense,
+            "pared_compressed_ms": comp,
+            "speedup_vs_eager": eager / comp,
+        }
     return metrics
 
 
@@ -223,8 +248,15 @@ def _copy_tokenizer(lm: LoadedModel, dest: Path) -> None:
         shutil.copy2(lm.hf_dir / f, dest / "model" / f)
 
 
-def save_result(result: CompressResult, out: Any, metrics: Optional[dict] = None, *, overwrite: bool = False,
-                tradeoff: Sequence[dict] = (), html: bool = True) -> Path:
+def save_result(
+    result: CompressResult,
+    out: Any,
+    metrics: Optional[dict] = None,
+    *,
+    overwrite: bool = False,
+    tradeoff: Sequence[dict] = (),
+    html: bool = True,
+) -> Path:
     """Save the compressed graph as an artifact with its report (table, plots, html), atomically."""
     lm = result.lm
     dense_bytes = {k: int(v.numel() * v.element_size()) for k, v in lm.model.state_dict().items()}
@@ -233,24 +265,46 @@ def save_result(result: CompressResult, out: Any, metrics: Optional[dict] = None
     metrics = metrics if metrics is not None else {}
     metrics["size"] = dict(tot)  # the caller's dict gains the sizes too
     q = metrics.get("quality", {})
-    points = list(tradeoff) or ([_tradeoff_point("dense", 1.0, q, dense=True),
-                                 _tradeoff_point(result.recipe, tot["compression_layers"], q)] if q else [])
+    points = list(tradeoff) or (
+        [_tradeoff_point("dense", 1.0, q, dense=True), _tradeoff_point(result.recipe, tot["compression_layers"], q)]
+        if q
+        else []
+    )
 
     def extra(tmp: Path) -> None:
         _copy_tokenizer(lm, tmp)
         if not html:
             return
         images = write_plots(tmp, rows, [p for p in points if p], title=f"{lm.name}: {result.recipe}")
-        write_html(tmp / "report.html", title=f"pared report: {lm.name} with {result.recipe}",
-                   summary=_summary(result, metrics), rows=rows, total=tot,
-                   images={"per-layer sparsity and error": images.get("layers"),
-                           "quality vs compression": images.get("tradeoff")} if images else {},
-                   extra_tables={})
+        write_html(
+            tmp / "report.html",
+            title=f"pared report: {lm.name} with {result.recipe}",
+            summary=_summary(result, metrics),
+            rows=rows,
+            total=tot,
+            images={
+                "per-layer sparsity and error": images.get("layers"),
+                "quality vs compression": images.get("tradeoff"),
+            }
+            if images
+            else {},
+            extra_tables={},
+        )
 
-    return save_artifact(out, result.graph, recipe=result.recipe, recipe_source=result.recipe_source,
-                         source=lm.source(), input_names=lm.input_names,
-                         output_names=_output_names(lm), report_rows=result.report.to_dicts(), metrics=metrics,
-                         extra=extra, overwrite=overwrite, dense_bytes=dense_bytes)
+    return save_artifact(
+        out,
+        result.graph,
+        recipe=result.recipe,
+        recipe_source=result.recipe_source,
+        source=lm.source(),
+        input_names=lm.input_names,
+        output_names=_output_names(lm),
+        report_rows=result.report.to_dicts(),
+        metrics=metrics,
+        extra=extra,
+        overwrite=overwrite,
+        dense_bytes=dense_bytes,
+    )
 
 
 def _tradeoff_point(label: str, compression: float, quality: dict, dense: bool = False) -> Optional[dict]:
@@ -274,8 +328,12 @@ def quality_value(q: dict, dense: bool = False) -> tuple[str, Optional[float]]:
 
 def _summary(result: CompressResult, metrics: dict) -> dict:
     lm = result.lm
-    s = {"model": lm.name, "class": type(lm.model).__name__, "recipe": result.recipe,
-         "calibration batches": result.calib_batches}
+    s = {
+        "model": lm.name,
+        "class": type(lm.model).__name__,
+        "recipe": result.recipe,
+        "calibration batches": result.calib_batches,
+    }
     for k, v in metrics.get("quality", {}).items():
         s[f"quality: {k}"] = v
     for k, v in metrics.get("speed", {}).items():

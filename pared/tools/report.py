@@ -79,8 +79,12 @@ def _estimate_stored(value: np.ndarray, param_type) -> int:
     return int(sum(a.nbytes for a in parts.values()))
 
 
-def layer_table(graph: Graph, report_rows: Sequence[Mapping[str, Any]] = (), stored_bytes: Optional[Mapping[str, int]] = None,
-                dense_bytes: Optional[Mapping[str, int]] = None) -> list[LayerRow]:
+def layer_table(
+    graph: Graph,
+    report_rows: Sequence[Mapping[str, Any]] = (),
+    stored_bytes: Optional[Mapping[str, int]] = None,
+    dense_bytes: Optional[Mapping[str, int]] = None,
+) -> list[LayerRow]:
     """One row per layer weight (params of rank >= 2 read by a dot/conv or rewritten by a pass).
 
     Params named like ``<layer>.scale`` / ``<layer>_zero`` (quantization companions) are folded
@@ -96,14 +100,23 @@ def layer_table(graph: Graph, report_rows: Sequence[Mapping[str, Any]] = (), sto
         by_name.setdefault(str(r.get("name")) + QUANT_SUFFIX, []).append(r)
     site_params = {s.param for s in find_weight_sites(graph)}
     types = graph.param_types
-    layers = [p.name for p in graph.params if p.name in graph.weights and len(p.type.shape) >= 2
-              and (p.name in site_params or p.name in by_name or p.type.encoding is not None)]
+    layers = [
+        p.name
+        for p in graph.params
+        if p.name in graph.weights
+        and len(p.type.shape) >= 2
+        and (p.name in site_params or p.name in by_name or p.type.encoding is not None)
+    ]
     layer_set = set(layers)
     companions: dict[str, list[str]] = {n: [] for n in layers}
     for p in graph.params:
         if p.name in layer_set or p.name not in graph.weights:
             continue
-        owner = max((n for n in layers if any(p.name.startswith(_base(n) + s) for s in COMPANION_SEPARATORS)), key=len, default=None)
+        owner = max(
+            (n for n in layers if any(p.name.startswith(_base(n) + s) for s in COMPANION_SEPARATORS)),
+            key=len,
+            default=None,
+        )
         if owner is not None:
             companions[owner].append(p.name)
     out = []
@@ -111,8 +124,14 @@ def layer_table(graph: Graph, report_rows: Sequence[Mapping[str, Any]] = (), sto
         value = np.asarray(graph.weights[n])
         t = types[n]
         rows = [r for r in by_name.get(n, []) if "skipped" not in r and r.get("pass") != COST_MODEL_PASS]
-        kernel = next((str(r["kernel"]) for r in reversed(by_name.get(n, []))
-                       if r.get("pass") == COST_MODEL_PASS and "kernel" in r), None)
+        kernel = next(
+            (
+                str(r["kernel"])
+                for r in reversed(by_name.get(n, []))
+                if r.get("pass") == COST_MODEL_PASS and "kernel" in r
+            ),
+            None,
+        )
         methods = []
         for r in rows:
             m = r.get("method") or (f"{r.get('pass')}:{_quant_label(r)}" if "bits" in r else r.get("pass"))
@@ -122,8 +141,11 @@ def layer_table(graph: Graph, report_rows: Sequence[Mapping[str, Any]] = (), sto
             methods = ["dense"] if t.encoding is None else [type(t.encoding).__name__.lower()]
         pattern = next((str(r["pattern"]) for r in rows if r.get("pattern") not in (None, "unstructured")), "")
         method = "+".join(methods) + (f" {pattern}" if pattern else "")
-        errors = [float(r.get("error", r.get("rel_err"))) for r in rows
-                  if isinstance(r.get("error", r.get("rel_err")), (int, float))]
+        errors = [
+            float(r.get("error", r.get("rel_err")))
+            for r in rows
+            if isinstance(r.get("error", r.get("rel_err")), (int, float))
+        ]
         stored = (stored_bytes or {}).get(n)
         if stored is None:
             stored = _estimate_stored(value, t)
@@ -131,13 +153,28 @@ def layer_table(graph: Graph, report_rows: Sequence[Mapping[str, Any]] = (), sto
         shape = tuple(int(d) for d in value.shape)
         dense = (dense_bytes or {}).get(n, int(np.prod(shape, dtype=np.int64)) * 4)
         sparsity = float(np.mean(value == 0)) if value.dtype.kind in "fiu" and value.size else 0.0
-        out.append(LayerRow(_base(n), shape, method, sparsity, _bits(t, value), errors[-1] if errors else None,
-                            int(stored), int(dense), kernel))
+        out.append(
+            LayerRow(
+                _base(n),
+                shape,
+                method,
+                sparsity,
+                _bits(t, value),
+                errors[-1] if errors else None,
+                int(stored),
+                int(dense),
+                kernel,
+            )
+        )
     return out
 
 
-def totals(graph: Graph, rows: Sequence[LayerRow], stored_bytes: Optional[Mapping[str, int]] = None,
-           measured: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+def totals(
+    graph: Graph,
+    rows: Sequence[LayerRow],
+    stored_bytes: Optional[Mapping[str, int]] = None,
+    measured: Optional[Mapping[str, Any]] = None,
+) -> dict[str, Any]:
     """Size of the whole model (layers + everything else), compression, predicted and measured speed.
 
     The predicted speed-up is the layers' dense/stored byte ratio: what a weight-bandwidth-bound
@@ -147,8 +184,11 @@ def totals(graph: Graph, rows: Sequence[LayerRow], stored_bytes: Optional[Mappin
     in_layers = {r.name for r in rows}
     other = 0
     for p in graph.params:
-        if p.name in graph.weights and _base(p.name) not in in_layers and not any(
-                p.name.startswith(n + s) for n in in_layers for s in COMPANION_SEPARATORS):
+        if (
+            p.name in graph.weights
+            and _base(p.name) not in in_layers
+            and not any(p.name.startswith(n + s) for n in in_layers for s in COMPANION_SEPARATORS)
+        ):
             other += int((stored_bytes or {}).get(p.name, np.asarray(graph.weights[p.name]).nbytes))
     layer_stored = sum(r.stored_bytes for r in rows)
     layer_dense = sum(r.dense_bytes for r in rows)
@@ -188,9 +228,19 @@ def format_bytes(n: float) -> str:
 def format_table(rows: Sequence[LayerRow]) -> str:
     """The per-layer table as aligned text (with a ``kernel`` column when a cost model chose kernels)."""
     head = ["layer", "shape", "method", "sparsity", "bits", "error", "bytes", "dense"]
-    cells = [[r.name, "x".join(map(str, r.shape)), r.method, f"{r.sparsity:.3f}", str(r.bits),
-              "-" if r.error is None else f"{r.error:.4f}", format_bytes(r.stored_bytes), format_bytes(r.dense_bytes)]
-             for r in rows]
+    cells = [
+        [
+            r.name,
+            "x".join(map(str, r.shape)),
+            r.method,
+            f"{r.sparsity:.3f}",
+            str(r.bits),
+            "-" if r.error is None else f"{r.error:.4f}",
+            format_bytes(r.stored_bytes),
+            format_bytes(r.dense_bytes),
+        ]
+        for r in rows
+    ]
     if any(r.kernel is not None for r in rows):
         head.append("kernel")
         for c, r in zip(cells, rows):
@@ -227,8 +277,9 @@ def _short(name: str) -> str:
     return ".".join(keep[-3:])
 
 
-def write_plots(out_dir: Path, rows: Sequence[LayerRow], tradeoff: Sequence[Mapping[str, Any]] = (),
-                title: str = "") -> dict[str, Path]:
+def write_plots(
+    out_dir: Path, rows: Sequence[LayerRow], tradeoff: Sequence[Mapping[str, Any]] = (), title: str = ""
+) -> dict[str, Path]:
     """Write ``layers.png`` (per-layer sparsity and reconstruction error) and, given points, ``tradeoff.png``
     (quality vs compression: each point ``{"label", "compression", "quality", "quality_name"}``)."""
     import matplotlib
@@ -253,7 +304,9 @@ def write_plots(out_dir: Path, rows: Sequence[LayerRow], tradeoff: Sequence[Mapp
         ax2.bar(x, errs, color="tab:red")
         ax2.set_ylabel("relative error ||WX-W'X||/||WX||")
         if not any(r.error is not None for r in rows):
-            ax2.text(0.5, 0.5, "no reconstruction error reported (data-free method)", transform=ax2.transAxes, ha="center")
+            ax2.text(
+                0.5, 0.5, "no reconstruction error reported (data-free method)", transform=ax2.transAxes, ha="center"
+            )
         ax2.set_xticks(x)
         ax2.set_xticklabels([_short(r.name) for r in rows], rotation=90, fontsize=6)
         fig.tight_layout()
@@ -266,7 +319,9 @@ def write_plots(out_dir: Path, rows: Sequence[LayerRow], tradeoff: Sequence[Mapp
         qname = next((t.get("quality_name") for t in tradeoff if t.get("quality_name")), "quality")
         for t in tradeoff:
             ax.scatter([t["compression"]], [t["quality"]], s=50, marker="*" if t.get("highlight") else "o")
-            ax.annotate(str(t["label"]), (t["compression"], t["quality"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            ax.annotate(
+                str(t["label"]), (t["compression"], t["quality"]), textcoords="offset points", xytext=(5, 5), fontsize=8
+            )
         ax.set_xlabel("compression (dense bytes / stored bytes, layer weights)")
         ax.set_ylabel(qname)
         ax.set_title("quality vs compression")
@@ -279,14 +334,25 @@ def write_plots(out_dir: Path, rows: Sequence[LayerRow], tradeoff: Sequence[Mapp
     return written
 
 
-def write_html(path: Path, *, title: str, summary: Mapping[str, Any], rows: Sequence[LayerRow],
-               total: Mapping[str, Any], images: Mapping[str, Path] = (), extra_tables: Mapping[str, Sequence[Mapping]] = ()) -> Path:
+def write_html(
+    path: Path,
+    *,
+    title: str,
+    summary: Mapping[str, Any],
+    rows: Sequence[LayerRow],
+    total: Mapping[str, Any],
+    images: Mapping[str, Path] = (),
+    extra_tables: Mapping[str, Sequence[Mapping]] = (),
+) -> Path:
     """A self-contained HTML page: summary, totals, the plots (embedded) and the per-layer table."""
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:12px}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}"
-             "img{max-width:100%;border:1px solid #eee}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}"
+        "img{max-width:100%;border:1px solid #eee}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
     parts.append("<h2>Summary</h2><table>")
     for k, v in summary.items():
         parts.append(f"<tr><th>{e(str(k))}</th><td>{e(_fmt(v))}</td></tr>")
@@ -309,14 +375,23 @@ def write_html(path: Path, *, title: str, summary: Mapping[str, Any], rows: Sequ
         data = base64.b64encode(Path(img).read_bytes()).decode()
         parts.append(f"<h2>{e(name)}</h2><img alt='{e(name)}' src='data:image/png;base64,{data}'>")
     kernels = any(r.kernel is not None for r in rows)
-    parts.append("<h2>Per-layer table</h2><table><tr>" + "".join(
-        f"<th>{h}</th>" for h in ("layer", "shape", "method", "sparsity", "bits", "error", "bytes", "dense bytes")
-        + (("kernel",) if kernels else ())) + "</tr>")
+    parts.append(
+        "<h2>Per-layer table</h2><table><tr>"
+        + "".join(
+            f"<th>{h}</th>"
+            for h in ("layer", "shape", "method", "sparsity", "bits", "error", "bytes", "dense bytes")
+            + (("kernel",) if kernels else ())
+        )
+        + "</tr>"
+    )
     for r in rows:
-        parts.append(f"<tr><td>{e(r.name)}</td><td>{'x'.join(map(str, r.shape))}</td><td>{e(r.method)}</td>"
-                     f"<td>{r.sparsity:.3f}</td><td>{r.bits}</td><td>{'-' if r.error is None else f'{r.error:.4f}'}</td>"
-                     f"<td>{format_bytes(r.stored_bytes)}</td><td>{format_bytes(r.dense_bytes)}</td>"
-                     + (f"<td>{e(r.kernel or '-')}</td>" if kernels else "") + "</tr>")
+        parts.append(
+            f"<tr><td>{e(r.name)}</td><td>{'x'.join(map(str, r.shape))}</td><td>{e(r.method)}</td>"
+            f"<td>{r.sparsity:.3f}</td><td>{r.bits}</td><td>{'-' if r.error is None else f'{r.error:.4f}'}</td>"
+            f"<td>{format_bytes(r.stored_bytes)}</td><td>{format_bytes(r.dense_bytes)}</td>"
+            + (f"<td>{e(r.kernel or '-')}</td>" if kernels else "")
+            + "</tr>"
+        )
     parts.append("</table></body></html>")
     path = Path(path)
     path.write_text("\n".join(parts))

@@ -42,7 +42,9 @@ def _np_dtype(name: str) -> np.dtype:
         return np.dtype(getattr(ml_dtypes, name))
 
 
-def save(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: Optional[Mapping[str, str]] = None) -> None:
+def save(
+    path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: Optional[Mapping[str, str]] = None
+) -> None:
     """Write ``tensors`` (name -> array) to ``path``, fsync'd; arrays are stored C-contiguous little-endian."""
     header: dict[str, Any] = {}
     if metadata:
@@ -103,7 +105,9 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
             raise SafetensorsError(f"{name}: tensor {key!r} has unknown dtype {dtype!r}")
         nbytes = int(np.prod(shape, dtype=np.int64)) * _np_dtype(_FROM_ST[dtype]).itemsize
         if e - b != nbytes or b < 0:
-            raise SafetensorsError(f"{name}: corrupted header: tensor {key!r} spans {e - b} bytes, its shape needs {nbytes}")
+            raise SafetensorsError(
+                f"{name}: corrupted header: tensor {key!r} spans {e - b} bytes, its shape needs {nbytes}"
+            )
         if data_start + e > size:
             raise SafetensorsError(
                 f"{name}: truncated: tensor {key!r} ends at byte {data_start + e}, the file has only {size} bytes"
@@ -134,4 +138,8 @@ def tensor_bytes(path: str | os.PathLike) -> dict[str, bytes]:
     header, start = read_header(path)
     with open(path, "rb") as f:
         buf = f.read()
-    return {k: buf[start + v["data_offsets"][0]: start + v["data_offsets"][1]] for k, v in header.items() if k != "__metadata__"}
+    return {
+        k: buf[start + v["data_offsets"][0] : start + v["data_offsets"][1]]
+        for k, v in header.items()
+        if k != "__metadata__"
+    }

@@ -95,7 +95,9 @@ def test_measured_chooser_picks_the_faster_of_two_fake_candidates():
     assert won.seconds("a") == (2e-5, 2e-5) and won.seconds("b") == (5e-5, 5e-5) and won.speedup == 2.5
 
     timings["a"] = 9e-5
-    lost = MeasuredChooser(timer=fake, slower_than="dense fp32").choose(layer, [Candidate("a", a, "k"), Candidate("b", b)])
+    lost = MeasuredChooser(timer=fake, slower_than="dense fp32").choose(
+        layer, [Candidate("a", a, "k"), Candidate("b", b)]
+    )
     assert (lost.chosen, lost.refused, lost.reason) == ("b", True, "a measured slower than dense fp32")
 
     memo: dict = {}
@@ -150,10 +152,24 @@ class _Module:
 
 
 def test_whole_graph_check_overrules_close_calls_and_resigns_the_decisions():
-    kept = KernelChoice("fc1.weight.q", "qlinear", ((1,), 8, 16), (("int4pack", (2e-5,)), ("dense", (1e-5,))), "dense",
-                        "measured", "int4pack measured slower than dense fp32")
-    forced = KernelChoice("fc1.weight.q", "qlinear", ((1,), 8, 16), (("int4pack", ()), ("dense", ())), "int4pack",
-                          "policy", "policy=compressed")
+    kept = KernelChoice(
+        "fc1.weight.q",
+        "qlinear",
+        ((1,), 8, 16),
+        (("int4pack", (2e-5,)), ("dense", (1e-5,))),
+        "dense",
+        "measured",
+        "int4pack measured slower than dense fp32",
+    )
+    forced = KernelChoice(
+        "fc1.weight.q",
+        "qlinear",
+        ((1,), 8, 16),
+        (("int4pack", ()), ("dense", ())),
+        "int4pack",
+        "policy",
+        "policy=compressed",
+    )
     slow, fast = _Module(0.004, [kept]), _Module(0.0, [forced])
     report = Report()
     fn, caught = whole_graph_check(slow, ["a warning"], (torch.ones(2),), report, lambda: fast)
@@ -164,8 +180,15 @@ def test_whole_graph_check_overrules_close_calls_and_resigns_the_decisions():
     assert (c.chosen, c.chooser, c.candidates) == ("int4pack", "whole-graph", kept.candidates)
     assert c.reason.startswith("the whole graph ran faster")
 
-    hopeless = KernelChoice("fc1.weight.q", "qlinear", ((1,), 8, 16), (("int4pack", (5e-4,)), ("dense", (1e-5,))),
-                            "dense", "measured", "int4pack measured slower than dense fp32")
+    hopeless = KernelChoice(
+        "fc1.weight.q",
+        "qlinear",
+        ((1,), 8, 16),
+        (("int4pack", (5e-4,)), ("dense", (1e-5,))),
+        "dense",
+        "measured",
+        "int4pack measured slower than dense fp32",
+    )
     report = Report()
     fn, caught = whole_graph_check(_Module(0.0, [hopeless]), ["w"], (torch.ones(2),), report, lambda: fast)
     assert fn is not fast and caught == ["w"] and len(report) == 0  # 50x slower: not worth re-timing

@@ -55,7 +55,11 @@ WEIGHT_INPUTS = {"qlinear"}
 # dequantized from. XLA compiles each graph (~0.2 s): f32, and the integer forms that differ.
 TORCH_DTYPES = {DT.f32, DT.f16, DT.bf16, DT.i32, DT.i8, DT.u8, DT.boolean}
 XLA_DTYPES = {DT.f32}
-XLA_ALSO = {"dot_general": {DT.i8}, "div": {DT.i32}, "reduce_sum": {DT.i8}}  # int8 x int8 -> int32, truncation, wrapping
+XLA_ALSO = {
+    "dot_general": {DT.i8},
+    "div": {DT.i32},
+    "reduce_sum": {DT.i8},
+}  # int8 x int8 -> int32, truncation, wrapping
 
 
 def _torch_dtypes(name):
@@ -112,14 +116,15 @@ def assert_matches(name, samples, counts, got, want, graph, backend):
     for sample, n in zip(samples, counts):
         args = [f"{a[0]}{list(np.shape(a[1]))}" if isinstance(a, tuple) else repr(a) for a in sample.args]
         what = f"{backend} {name}: {args} {sample.attrs}"
-        for g, w, v in zip(got[first:first + n], want[first:first + n], graph.outputs[first:first + n]):
+        for g, w, v in zip(got[first : first + n], want[first : first + n], graph.outputs[first : first + n]):
             g = np.asarray(g)
             dt = v.type.dtype
             assert g.shape == w.shape, f"{what}: shape {g.shape}, reference {w.shape}"
             if dt.is_float:
                 tol = max(TOL[dt.name] * OPINFOS[name].tol, LOOSER.get((backend, name), 0.0))
-                np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=tol, atol=tol,
-                                           equal_nan=True, err_msg=what)
+                np.testing.assert_allclose(
+                    g.astype(np.float64), w.astype(np.float64), rtol=tol, atol=tol, equal_nan=True, err_msg=what
+                )
             else:
                 np.testing.assert_array_equal(g.astype(np.int64), w.astype(np.int64), err_msg=what)
         first += n
@@ -184,8 +189,11 @@ def test_every_claimed_op_is_lowered(backend):
     if backend == "triton":
         pytest.importorskip("triton")
         import pared.backends.triton  # noqa: F401
-    missing = sorted(n for n in _claimed(backend) - set(lowerings(backend))
-                     if get_op(n).decompose is None and (backend, n) not in NOT_LOWERED)
+    missing = sorted(
+        n
+        for n in _claimed(backend) - set(lowerings(backend))
+        if get_op(n).decompose is None and (backend, n) not in NOT_LOWERED
+    )
     assert not missing, f"ops {backend} claims but does not lower (add a rule, or a reason to NOT_LOWERED): {missing}"
     stale = sorted(n for b, n in NOT_LOWERED if b == backend and get_lowering(n, backend) is not None)
     assert not stale, f"NOT_LOWERED lists ops {backend} now lowers: {stale}"
@@ -275,9 +283,15 @@ def kernel_samples(name, dt):
     return out
 
 
-@pytest.mark.skipif(not _interpreting(), reason="runs in the TRITON_INTERPRET=1 subprocess of test_triton_under_interpreter")
-@pytest.mark.parametrize("name,dt", list(_cases("triton", {DT.f32, DT.i32, DT.boolean}, ops_with("elementwise") | ops_with("row")))
-                         if _interpreting() else [])
+@pytest.mark.skipif(
+    not _interpreting(), reason="runs in the TRITON_INTERPRET=1 subprocess of test_triton_under_interpreter"
+)
+@pytest.mark.parametrize(
+    "name,dt",
+    list(_cases("triton", {DT.f32, DT.i32, DT.boolean}, ops_with("elementwise") | ops_with("row")))
+    if _interpreting()
+    else [],
+)
 def test_triton_op_matches_reference(name, dt):
     from pared.backends.triton import PointwiseKernel
 
@@ -286,7 +300,9 @@ def test_triton_op_matches_reference(name, dt):
         pytest.skip(f"no {dt} sample of {name} is one the fusion passes put in a kernel")
     for sample, region, feeds, kind in cases:
         outs = PointwiseKernel(region, kind)(*[_to_torch(a, v.type.dtype) for a, v in zip(feeds, region.inputs)])
-        assert_matches(name, [sample], [len(outs)], [_from_torch(t) for t in outs], run_graph(region, feeds), region, "triton")
+        assert_matches(
+            name, [sample], [len(outs)], [_from_torch(t) for t in outs], run_graph(region, feeds), region, "triton"
+        )
 
 
 @pytest.mark.skipif(_interpreting(), reason="already inside the interpreter run")
@@ -301,4 +317,6 @@ def test_triton_under_interpreter():
         pytest.skip("triton's interpreter cannot run here")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__), "-k", "triton_op"]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"triton kernels differ from the reference:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+    assert proc.returncode == 0, (
+        f"triton kernels differ from the reference:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+    )

@@ -27,32 +27,135 @@ def case(build, *inputs):
 
 
 CASES = {
-    "log_sqrt_rsqrt": case(lambda b, x: b.op("log", b.op("sqrt", b.op("rsqrt", b.op("add", b.op("abs", x), 0.5)))), f32(3, 4)),
-    "binary_broadcast": case(lambda b, x, y: b.op("div", b.op("sub", b.op("mul", x, y), y), b.op("add", b.op("abs", y), 1.0)), f32(2, 3, 4), f32(3, 1)),
+    "log_sqrt_rsqrt": case(
+        lambda b, x: b.op("log", b.op("sqrt", b.op("rsqrt", b.op("add", b.op("abs", x), 0.5)))), f32(3, 4)
+    ),
+    "binary_broadcast": case(
+        lambda b, x, y: b.op("div", b.op("sub", b.op("mul", x, y), y), b.op("add", b.op("abs", y), 1.0)),
+        f32(2, 3, 4),
+        f32(3, 1),
+    ),
     "literal_first": case(lambda b, x: b.op("sub", b.op("pow", x, 2.0), 1.0), f32(5)),
     "max_min": case(lambda b, x, y: b.op("minimum", b.op("maximum", x, y), 0.5), f32(4, 4), f32(4)),
-    "compare_where": case(lambda b, x, y: b.op("where", b.op("logical_and", b.op("gt", x, y), b.op("ne", x, 0.0)), x, -1.0), f32(3, 3), f32(3, 3)),
+    "compare_where": case(
+        lambda b, x, y: b.op("where", b.op("logical_and", b.op("gt", x, y), b.op("ne", x, 0.0)), x, -1.0),
+        f32(3, 3),
+        f32(3, 3),
+    ),
     "cast_clamp": case(lambda b, x: b.op("cast", b.op("clamp", x, min=-0.5, max=0.5), dtype="f64"), f32(6)),
-    "reductions": case(lambda b, x: b.op("add", b.op("reduce_sum", x, axes=(0, 2)), b.op("reduce_max", b.op("reduce_mean", x, axes=(2,), keepdims=True), axes=(0, 2))), f32(2, 3, 4)),
+    "reductions": case(
+        lambda b, x: b.op(
+            "add",
+            b.op("reduce_sum", x, axes=(0, 2)),
+            b.op("reduce_max", b.op("reduce_mean", x, axes=(2,), keepdims=True), axes=(0, 2)),
+        ),
+        f32(2, 3, 4),
+    ),
     "argmax_cumsum": case(lambda b, x: (b.op("argmax", x, axis=1), b.op("cumsum", x, axis=0)), f32(3, 5)),
     "softmax": case(lambda b, x: b.op("log_softmax", b.op("softmax", x, axis=1), axis=-1), f32(2, 3, 4)),
-    "layer_norm": case(lambda b, x: b.op("layer_norm", x, b.param("ln.w", f32(4)), b.param("ln.b", f32(4)), axes=(2,), eps=1e-5), f32(2, 3, 4)),
+    "layer_norm": case(
+        lambda b, x: b.op("layer_norm", x, b.param("ln.w", f32(4)), b.param("ln.b", f32(4)), axes=(2,), eps=1e-5),
+        f32(2, 3, 4),
+    ),
     "rms_norm": case(lambda b, x: b.op("rms_norm", x, b.param("n.w", f32(3, 4)), axes=(1, 2), eps=1e-6), f32(2, 3, 4)),
-    "batch_norm": case(lambda b, x: b.op("batch_norm", x, b.param("m", f32(3)), b.param("v", np.abs(f32(3)) + 0.5), b.param("w", f32(3)), b.param("bb", f32(3)), axis=1, eps=1e-5), f32(2, 3, 4, 4)),
-    "linear_bias": case(lambda b, x: b.op("add", b.op("dot_general", x, b.param("fc.w", f32(5, 4)), contract=((2,), (1,))), b.param("fc.b", f32(5))), f32(2, 3, 4)),
+    "batch_norm": case(
+        lambda b, x: b.op(
+            "batch_norm",
+            x,
+            b.param("m", f32(3)),
+            b.param("v", np.abs(f32(3)) + 0.5),
+            b.param("w", f32(3)),
+            b.param("bb", f32(3)),
+            axis=1,
+            eps=1e-5,
+        ),
+        f32(2, 3, 4, 4),
+    ),
+    "linear_bias": case(
+        lambda b, x: b.op(
+            "add", b.op("dot_general", x, b.param("fc.w", f32(5, 4)), contract=((2,), (1,))), b.param("fc.b", f32(5))
+        ),
+        f32(2, 3, 4),
+    ),
     "matmul_kn": case(lambda b, x: b.op("dot_general", x, b.param("w", f32(4, 6)), contract=((1,), (0,))), f32(3, 4)),
-    "batched_qk": case(lambda b, q, k: b.op("dot_general", q, k, contract=((3,), (3,)), batch=((0, 1), (0, 1))), f32(2, 2, 3, 4), f32(2, 2, 5, 4)),
-    "batched_pv": case(lambda b, p, v: b.op("dot_general", p, v, contract=((3,), (2,)), batch=((0, 1), (0, 1))), f32(2, 2, 3, 5), f32(2, 2, 5, 4)),
-    "dot_einsum": case(lambda b, x, y: b.op("dot_general", x, y, contract=((0,), (1,)), batch=((2,), (0,))), f32(4, 3, 2), f32(2, 4, 5)),
-    "conv_pool": case(lambda b, x: b.op("avg_pool", b.op("max_pool", b.op("conv", x, b.param("k", f32(4, 2, 3, 3)), strides=(1, 1), dilation=(1, 1), padding=((1, 1), (1, 1)), groups=1), window=(2, 2), strides=(2, 2), padding=((0, 0), (0, 0))), window=(3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False), f32(1, 2, 8, 8)),
-    "conv_asym_pad": case(lambda b, x: b.op("conv", x, b.param("k", f32(2, 1, 2)), strides=(2,), dilation=(1,), padding=((0, 1),), groups=2), f32(1, 2, 7)),
-    "shape_ops": case(lambda b, x: b.op("concat", b.op("slice", b.op("transpose", b.op("reshape", x, shape=(4, 6)), perm=(1, 0)), start=(1, 0), limit=(5, 4), stride=(2, 1)), b.op("broadcast_in_dim", b.op("reduce_sum", x, axes=(0, 1)), shape=(2, 4), dims=(1,)), axis=0), f32(2, 3, 4)),
+    "batched_qk": case(
+        lambda b, q, k: b.op("dot_general", q, k, contract=((3,), (3,)), batch=((0, 1), (0, 1))),
+        f32(2, 2, 3, 4),
+        f32(2, 2, 5, 4),
+    ),
+    "batched_pv": case(
+        lambda b, p, v: b.op("dot_general", p, v, contract=((3,), (2,)), batch=((0, 1), (0, 1))),
+        f32(2, 2, 3, 5),
+        f32(2, 2, 5, 4),
+    ),
+    "dot_einsum": case(
+        lambda b, x, y: b.op("dot_general", x, y, contract=((0,), (1,)), batch=((2,), (0,))), f32(4, 3, 2), f32(2, 4, 5)
+    ),
+    "conv_pool": case(
+        lambda b, x: b.op(
+            "avg_pool",
+            b.op(
+                "max_pool",
+                b.op(
+                    "conv",
+                    x,
+                    b.param("k", f32(4, 2, 3, 3)),
+                    strides=(1, 1),
+                    dilation=(1, 1),
+                    padding=((1, 1), (1, 1)),
+                    groups=1,
+                ),
+                window=(2, 2),
+                strides=(2, 2),
+                padding=((0, 0), (0, 0)),
+            ),
+            window=(3, 3),
+            strides=(1, 1),
+            padding=((1, 1), (1, 1)),
+            count_include_pad=False,
+        ),
+        f32(1, 2, 8, 8),
+    ),
+    "conv_asym_pad": case(
+        lambda b, x: b.op(
+            "conv", x, b.param("k", f32(2, 1, 2)), strides=(2,), dilation=(1,), padding=((0, 1),), groups=2
+        ),
+        f32(1, 2, 7),
+    ),
+    "shape_ops": case(
+        lambda b, x: b.op(
+            "concat",
+            b.op(
+                "slice",
+                b.op("transpose", b.op("reshape", x, shape=(4, 6)), perm=(1, 0)),
+                start=(1, 0),
+                limit=(5, 4),
+                stride=(2, 1),
+            ),
+            b.op("broadcast_in_dim", b.op("reduce_sum", x, axes=(0, 1)), shape=(2, 4), dims=(1,)),
+            axis=0,
+        ),
+        f32(2, 3, 4),
+    ),
     "broadcast_middle": case(lambda b, x: b.op("broadcast_in_dim", x, shape=(2, 3, 4), dims=(0, 2)), f32(2, 4)),
-    "take_embedding": case(lambda b, i: b.op("take", b.param("emb", f32(10, 4)), i, axis=0), np.array([[1, 2], [9, 0]], dtype=np.int64)),
+    "take_embedding": case(
+        lambda b, i: b.op("take", b.param("emb", f32(10, 4)), i, axis=0), np.array([[1, 2], [9, 0]], dtype=np.int64)
+    ),
     "take_axis1": case(lambda b, x, i: b.op("take", x, i, axis=1), f32(3, 5, 2), np.array([4, 0, 4], dtype=np.int64)),
-    "topk_mask_where": case(lambda b, x: b.op("where", b.op("topk_mask", b.op("abs", x), k=3, axis=-1), x, 0.0), f32(4, 2, 8)),
-    "topk_mask_ties_axis0": case(lambda b, x: b.op("cast", b.op("topk_mask", b.op("floor", x), k=2, axis=0), dtype="f32"), f32(6, 5)),
-    "pad_iota": case(lambda b, x: b.op("add", b.op("pad", x, low=(1, 0), high=(0, 2), value=0.5), b.op("cast", b.op("iota", shape=(3, 5), axis=1, dtype="i32"), dtype="f32")), f32(2, 3)),
+    "topk_mask_where": case(
+        lambda b, x: b.op("where", b.op("topk_mask", b.op("abs", x), k=3, axis=-1), x, 0.0), f32(4, 2, 8)
+    ),
+    "topk_mask_ties_axis0": case(
+        lambda b, x: b.op("cast", b.op("topk_mask", b.op("floor", x), k=2, axis=0), dtype="f32"), f32(6, 5)
+    ),
+    "pad_iota": case(
+        lambda b, x: b.op(
+            "add",
+            b.op("pad", x, low=(1, 0), high=(0, 2), value=0.5),
+            b.op("cast", b.op("iota", shape=(3, 5), axis=1, dtype="i32"), dtype="f32"),
+        ),
+        f32(2, 3),
+    ),
 }
 
 
@@ -196,8 +299,10 @@ def test_sparse_then_quantized_weights_lower_and_match_reference():
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 32)).eval()
     x = torch.randn(4, 64)
-    for recipe in ("sparsify{method=magnitude,pattern=2:4},quantize{weights=int8}",
-                   "sparsify{method=magnitude,pattern=2:4},quantize{weights=int4,group=32}"):
+    for recipe in (
+        "sparsify{method=magnitude,pattern=2:4},quantize{weights=int8}",
+        "sparsify{method=magnitude,pattern=2:4},quantize{weights=int4,group=32}",
+    ):
         cm, report = pared.compress(m, (x,), recipe=recipe)
         g = cm.graph
         assert sum(e.op == "qlinear" for e in g.eqns) == 2
@@ -218,8 +323,9 @@ def test_whole_graph_check_second_opinion_on_the_per_layer_cost_model(monkeypatc
     import pared.backends.torch.quantized as tq
     import pared.passes.quantize  # noqa: F401
 
-    monkeypatch.setattr(measured, "measure", lambda fn, k, n, baseline=None, rows=measured.PROBE_M, **kw:
-                        {m: (2.0, 1.0) for m in rows})
+    monkeypatch.setattr(
+        measured, "measure", lambda fn, k, n, baseline=None, rows=measured.PROBE_M, **kw: {m: (2.0, 1.0) for m in rows}
+    )
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64)).eval()
     x = torch.randn(4, 64)

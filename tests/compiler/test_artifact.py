@@ -33,7 +33,9 @@ register_builtin_passes()
 @pytest.fixture
 def mlp_artifact(tmp_path):
     g = run_pipeline(build_mlp(), "cleanup,sparsify{method=magnitude,pattern=2:4}")
-    path = save_artifact(tmp_path / "mlp", g, recipe="cleanup,sparsify{pattern=2:4}", report_rows=[{"pass": "x", "name": "y"}])
+    path = save_artifact(
+        tmp_path / "mlp", g, recipe="cleanup,sparsify{pattern=2:4}", report_rows=[{"pass": "x", "name": "y"}]
+    )
     return g, path
 
 
@@ -52,7 +54,9 @@ def test_round_trip_reference_exact(mlp_artifact):
     assert art.recipe == "cleanup,sparsify{pattern=2:4}"
     assert art.report_rows == [{"pass": "x", "name": "y"}]
     m = art.manifest
-    assert m["pared_version"] and m["files"][WEIGHTS_FILE]["sha256"] and m["tensors"]["fc1.weight"]["codec"] == "bitmask"
+    assert (
+        m["pared_version"] and m["files"][WEIGHTS_FILE]["sha256"] and m["tensors"]["fc1.weight"]["codec"] == "bitmask"
+    )
     assert m["tensors"]["fc1.weight"]["stored_bytes"] < 0.6 * m["tensors"]["fc1.weight"]["dense_bytes"]
 
 
@@ -167,7 +171,9 @@ def test_truncated_weights(mlp_artifact):
     w.write_bytes(data[: len(data) - 100])
     with pytest.raises(ArtifactError, match=r"weights\.safetensors: truncated"):
         load_artifact(path)
-    with pytest.raises(ArtifactError, match=r"truncated: tensor '.*' ends at byte"):  # without the manifest's size check
+    with pytest.raises(
+        ArtifactError, match=r"truncated: tensor '.*' ends at byte"
+    ):  # without the manifest's size check
         load_artifact(path, check=False)
 
 

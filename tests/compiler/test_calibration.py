@@ -45,8 +45,14 @@ def collect(backend, g=None, bs=None, names=("hessian", "norms", "mean", "absmax
         return rewrite(site, w, stats) if rewrite else None
 
     sites = [s for s in find_weight_sites(g) if s.param != "head.weight"]
-    res = run_calibration(g, bs, CalibrationRequest("t", sites, lambda s: names, rw, sequential), make_executor(g, backend),
-                          progress=False, log=lambda s: None)
+    res = run_calibration(
+        g,
+        bs,
+        CalibrationRequest("t", sites, lambda s: names, rw, sequential),
+        make_executor(g, backend),
+        progress=False,
+        log=lambda s: None,
+    )
     return got, res
 
 
@@ -125,9 +131,16 @@ def test_conv_sites_use_patches():
     xs = [RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)]
     out = {}
     for backend in ("reference", "torch"):
-        run_calibration(g, normalize_batches(g, xs), CalibrationRequest("t", [site], lambda s: ("hessian",),
-                        lambda s, w, st, b=backend: out.update({b: st["hessian"]})), make_executor(g, backend), progress=False,
-                        log=lambda s: None)
+        run_calibration(
+            g,
+            normalize_batches(g, xs),
+            CalibrationRequest(
+                "t", [site], lambda s: ("hessian",), lambda s, w, st, b=backend: out.update({b: st["hessian"]})
+            ),
+            make_executor(g, backend),
+            progress=False,
+            log=lambda s: None,
+        )
     np.testing.assert_allclose(out["reference"], out["torch"], rtol=1e-4, atol=1e-3)
     # patches reproduce the convolution: W2 @ patch = output
     from pared.backends.reference.interpreter import run_graph
@@ -140,6 +153,7 @@ def test_conv_sites_use_patches():
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_cross_statistic_pairs_compressed_and_dense_activations(backend):
     """'cross' = X^T X_dense: X from the rewritten model, X_dense from the original weights."""
+
     def halve(site, w, stats):
         return w * 0.5
 
@@ -178,8 +192,14 @@ def test_batches_of_different_sizes_whose_shapes_only_symbols_carry(backend):
     xs = [RNG.standard_normal((n, 16)).astype(np.float32) for n in (8, 2)]
     got = {}
     (site,) = find_weight_sites(g)
-    run_calibration(g, normalize_batches(g, xs), CalibrationRequest("t", [site], lambda s: ("hessian",),
-                    lambda s, w, st: got.update(st)), make_executor(g, backend), progress=False, log=lambda s: None)
+    run_calibration(
+        g,
+        normalize_batches(g, xs),
+        CalibrationRequest("t", [site], lambda s: ("hessian",), lambda s, w, st: got.update(st)),
+        make_executor(g, backend),
+        progress=False,
+        log=lambda s: None,
+    )
     x1 = np.concatenate(xs) + 1.0
     assert got["count"] == 10
     np.testing.assert_allclose(got["hessian"], x1.T.astype(np.float64) @ x1, rtol=1e-5)

@@ -53,8 +53,24 @@ def has_minilm():
 
 def test_compress_inspect_eval(has_minilm, tmp_path, capsys):
     out = tmp_path / "minilm-24"
-    rc, stdout, err = _run(["compress", "minilm", "--recipe", "magnitude-2:4", "--calib", "none", "--eval-text", "builtin",
-                            "--n-eval", "16", "--no-bench", "--out", str(out)], capsys)
+    rc, stdout, err = _run(
+        [
+            "compress",
+            "minilm",
+            "--recipe",
+            "magnitude-2:4",
+            "--calib",
+            "none",
+            "--eval-text",
+            "builtin",
+            "--n-eval",
+            "16",
+            "--no-bench",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert "quality: metric=cosine" in stdout and (out / "report.html").is_file() and (out / "layers.png").is_file()
     art = load_artifact(out)
@@ -80,8 +96,19 @@ def test_unknown_recipe_key(tmp_path, capsys):
 
 
 def test_recipe_naming_a_missing_layer(has_minilm, tmp_path, capsys):
-    rc, _, err = _run(["compress", "minilm", "--recipe", r"sparsify{method=magnitude,targets=decoder\.layers}",
-                       "--calib", "none", "--out", str(tmp_path / "o")], capsys)
+    rc, _, err = _run(
+        [
+            "compress",
+            "minilm",
+            "--recipe",
+            r"sparsify{method=magnitude,targets=decoder\.layers}",
+            "--calib",
+            "none",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert rc == EXIT_USER_ERROR
     assert "targets='decoder\\\\.layers' matches no layer of this model" in err and "encoder.layer.0" in err
     assert not (tmp_path / "o").exists()
@@ -94,8 +121,20 @@ def test_unknown_model(tmp_path, capsys):
 
 def _spawn(out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "pared.tools.cli", "compress", "minilm", "--recipe", "magnitude-2:4",
-           "--calib", "none", "--no-eval", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pared.tools.cli",
+        "compress",
+        "minilm",
+        "--recipe",
+        "magnitude-2:4",
+        "--calib",
+        "none",
+        "--no-eval",
+        "--out",
+        str(out),
+    ]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -35,7 +35,9 @@ def compute_counts(graph) -> tuple[Counter, Counter]:
     model: Counter = Counter()
     preprocessing: Counter = Counter()
     for e in graph.eqns:
-        if any((isinstance(a, Param) and a.type.dtype.is_float) or (isinstance(a, Var) and a in depends) for a in e.inputs):
+        if any(
+            (isinstance(a, Param) and a.type.dtype.is_float) or (isinstance(a, Var) and a in depends) for a in e.inputs
+        ):
             depends.update(e.outputs)
             model[e.op] += 1
         else:
@@ -66,7 +68,9 @@ def test_minilm_embeddings_match_torch(models):
 
 
 def test_both_irs_have_the_same_op_counts(models):
-    fx_frontend = pytest.importorskip("pared.frontends.torch.importer", reason="pared.frontends.torch.importer is missing")
+    fx_frontend = pytest.importorskip(
+        "pared.frontends.torch.importer", reason="pared.frontends.torch.importer is missing"
+    )
     fm, tm, enc = models
     ids, am, tt = (jnp.asarray(enc[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
     fn_c, _ = compress_jax(fm, None, ids, am, tt)

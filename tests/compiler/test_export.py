@@ -85,17 +85,24 @@ def _ct_decompress(export_dir):
         scheme = QuantizationScheme(targets=group["targets"], weights=group["weights"],
                                     input_activations=group.get("input_activations"))
         for m in group["targets"]:
-            local = {k[len(m) + 1:]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith(m + ".weight")}
+            local = {
+                k[len(m) + 1 :]: torch.from_numpy(np.array(v))
+                for k, v in tensors.items()
+                if k.startswith(m + ".weight")
+            }
             out[m + ".weight"] = comp.decompress(local, scheme)["weight"].numpy()
     return out
 
 
-@pytest.mark.parametrize("recipe,fmt", [
-    ("quantize{weights=int4,group=128}", "pack-quantized"),
-    ("quantize{weights=uint4,group=128}", "pack-quantized"),
-    ("quantize{weights=int8}", "int-quantized"),
-    ("quantize{weights=int8}", "pack-quantized"),
-])
+@pytest.mark.parametrize(
+    "recipe,fmt",
+    [
+        ("quantize{weights=int4,group=128}", "pack-quantized"),
+        ("quantize{weights=uint4,group=128}", "pack-quantized"),
+        ("quantize{weights=int8}", "int-quantized"),
+        ("quantize{weights=int8}", "pack-quantized"),
+    ],
+)
 def test_compressed_tensors_decompress_equals_pared(minilm, tmp_path, recipe, fmt):
     pytest.importorskip("compressed_tensors")
     _, art = _artifact(minilm, recipe, tmp_path / "a")

@@ -38,7 +38,10 @@ def compile_once(model, *args, **kw):
 @pytest.mark.parametrize(
     "source, path",
     [
-        ("L['self']._modules['layers']._modules['0']._modules['q_proj']._parameters['weight']", "layers.0.q_proj.weight"),
+        (
+            "L['self']._modules['layers']._modules['0']._modules['q_proj']._parameters['weight']",
+            "layers.0.q_proj.weight",
+        ),
         ("L['model']._buffers['pos']", "pos"),
         ("G['net']._modules['fc']._parameters['bias']", "fc.bias"),
         ("L['self'].encoder.layer[0]", "encoder.layer.0"),

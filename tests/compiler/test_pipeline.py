@@ -45,7 +45,13 @@ def test_option_value_forms():
 
 
 def test_lists_mappings_and_instances():
-    spec = [{"t_options": {"ratio": 0.5, "dims": [1, 2], "pattern": "2:4"}}, "dce", {"fold": None}, CSE(), "canonicalize,cse"]
+    spec = [
+        {"t_options": {"ratio": 0.5, "dims": [1, 2], "pattern": "2:4"}},
+        "dce",
+        {"fold": None},
+        CSE(),
+        "canonicalize,cse",
+    ]
     ps = parse_pipeline(spec)
     assert names(ps) == ["t_options", "dce", "fold", "cse", "canonicalize", "cse"]
     assert ps[0].dims == (1, 2)
@@ -121,7 +127,9 @@ def test_unknown_pass_lists_valid_names_and_suggests():
 
 
 def test_unknown_option_lists_valid_options():
-    _fails_before_running("t_options{ration=0.5}", "no option 'ration'", "did you mean 'ratio'", "valid options: n, ratio, flag")
+    _fails_before_running(
+        "t_options{ration=0.5}", "no option 'ration'", "did you mean 'ratio'", "valid options: n, ratio, flag"
+    )
     _fails_before_running("dce{keep=1}", "no option 'keep'", "keep_params")
     _fails_before_running({"fold": {"allow_grow": True}}, "allow_growth")
 
@@ -155,7 +163,7 @@ def test_bad_values(spec, match):
         ("dce{keep_params}", "expected '='"),
         ("dce{keep_params=true", "expected ',' or '}'"),
         ("dce{keep_params=}", "empty value"),
-        ("t_options{pattern=\"2:4}", "unterminated quote"),
+        ('t_options{pattern="2:4}', "unterminated quote"),
         ("t_options{dims=(1,2}", "unclosed bracket"),
         ("dce{keep_params=true,keep_params=false}", "given twice"),
         ("cleanup{x=1}", "takes no options"),

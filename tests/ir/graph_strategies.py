@@ -41,7 +41,9 @@ def _literal(draw, dtype):
         return I.Literal(draw(st.booleans()), I.scalar(dtype))
     if dtype.is_int:
         return I.Literal(draw(st.integers(-100, 100)), I.scalar(dtype))
-    v = draw(st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, -0.0, 1e-30, 3.5])))
+    v = draw(
+        st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, -0.0, 1e-30, 3.5]))
+    )
     return I.Literal(v, I.scalar(dtype))
 
 

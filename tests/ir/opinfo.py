@@ -154,14 +154,18 @@ def _where_samples(dt, rng):
 
 
 def _argmax_samples(dt, rng):
-    return [S((dt, arr(dt, s, rng)), axis=a, keepdims=k)
-            for s, a, k in [((3, 4, 5), 1, False), ((3, 4, 5), -1, True), ((7,), 0, False), ((2, 1), 0, True)]]
+    return [
+        S((dt, arr(dt, s, rng)), axis=a, keepdims=k)
+        for s, a, k in [((3, 4, 5), 1, False), ((3, 4, 5), -1, True), ((7,), 0, False), ((2, 1), 0, True)]
+    ]
 
 
 def _topk_samples(dt, rng):
     tied = DT.round_to(dt, np.array([[1.0, 3.0, 3.0, 2.0, 3.0], [0.5, 0.5, 0.5, 0.5, 0.5]]))  # ties: lower index wins
-    return [S((dt, arr(dt, s, rng)), k=k, axis=a) for s, k, a in [((3, 8), 3, -1), ((4, 5, 6), 2, 1), ((7,), 0, 0), ((2, 6), 6, 1)]] + [
-        S((dt, tied), k=2, axis=1)]
+    return [
+        S((dt, arr(dt, s, rng)), k=k, axis=a)
+        for s, k, a in [((3, 8), 3, -1), ((4, 5, 6), 2, 1), ((7,), 0, 0), ((2, 6), 6, 1)]
+    ] + [S((dt, tied), k=2, axis=1)]
 
 
 def _topk_ref(x, *, k, axis):
@@ -181,8 +185,14 @@ def _axis_samples(dt, rng, cases=(((3, 4, 5), 1), ((3, 4, 5), -1), ((7,), 0), ((
 def _norm_samples(eps, max_affine):
     def samples(dt, rng):
         out = []
-        for shape, axes, n_affine in [((2, 3, 8), (-1,), 2), ((2, 3, 8), (1, 2), 1), ((4, 5), (1,), 0), ((5,), (0,), 2), ((3, 1), (-1,), 2)]:
-            ns = shape[len(shape) - len(axes):]
+        for shape, axes, n_affine in [
+            ((2, 3, 8), (-1,), 2),
+            ((2, 3, 8), (1, 2), 1),
+            ((4, 5), (1,), 0),
+            ((5,), (0,), 2),
+            ((3, 1), (-1,), 2),
+        ]:
+            ns = shape[len(shape) - len(axes) :]
             affine = [(dt, arr(dt, ns, rng)) for _ in range(min(n_affine, max_affine))]
             out.append(S((dt, arr(dt, shape, rng, -3, 5)), *affine, axes=axes, eps=eps))
         return out
@@ -191,12 +201,12 @@ def _norm_samples(eps, max_affine):
 
 
 def _layer_norm_ref(x, w=None, b=None, *, axes, eps):
-    ns = x.shape[len(x.shape) - len(axes):]
+    ns = x.shape[len(x.shape) - len(axes) :]
     return F.layer_norm(T(x), ns, None if w is None else T(w), None if b is None else T(b), eps).numpy()
 
 
 def _rms_norm_ref(x, w=None, *, axes, eps):
-    ns = x.shape[len(x.shape) - len(axes):]
+    ns = x.shape[len(x.shape) - len(axes) :]
     out = F.rms_norm(T(x), ns, None if w is None else T(w), eps).numpy()
     return out
 
@@ -213,7 +223,9 @@ def _bn_samples(dt, rng):
 
 def _bn_ref(x, mean, var, w=None, b=None, *, axis, eps):
     t = T(np.moveaxis(x, axis, 1))
-    y = F.batch_norm(t, T(mean), T(var), None if w is None else T(w), None if b is None else T(b), training=False, eps=eps)
+    y = F.batch_norm(
+        t, T(mean), T(var), None if w is None else T(w), None if b is None else T(b), training=False, eps=eps
+    )
     return np.moveaxis(y.numpy(), 1, axis)
 
 
@@ -229,7 +241,15 @@ def _pool_samples(avg):
     def samples(dt, rng):
         out = [S((dt, arr(dt, s, rng)), window=w, strides=st, padding=p) for s, w, st, p in _POOL_CASES]
         if avg:
-            out.append(S((dt, arr(dt, (2, 3, 9, 8), rng)), window=(3, 3), strides=(2, 1), padding=((1, 1), (1, 1)), count_include_pad=False))
+            out.append(
+                S(
+                    (dt, arr(dt, (2, 3, 9, 8), rng)),
+                    window=(3, 3),
+                    strides=(2, 1),
+                    padding=((1, 1), (1, 1)),
+                    count_include_pad=False,
+                )
+            )
         return out
 
     return samples
@@ -257,7 +277,11 @@ def _conv_samples(dt, rng):
         ((2, 4, 7, 6), (6, 4, 3, 3), dict(strides=(1, 1), dilation=(1, 1), padding=((1, 1), (1, 1)))),
         ((1, 4, 9, 8), (6, 2, 3, 2), dict(strides=(2, 1), dilation=(1, 2), padding=((0, 1), (2, 0)), groups=2)),
         ((2, 3, 10), (3, 1, 4), dict(strides=(2,), dilation=(2,), padding=((1, 2),), groups=3)),
-        ((1, 2, 4, 5, 4), (3, 2, 2, 3, 2), dict(strides=(1, 2, 1), dilation=(1, 1, 1), padding=((0, 0), (1, 1), (0, 1)))),
+        (
+            (1, 2, 4, 5, 4),
+            (3, 2, 2, 3, 2),
+            dict(strides=(1, 2, 1), dilation=(1, 1, 1), padding=((0, 0), (1, 1), (0, 1))),
+        ),
         ((1, 1, 1, 1), (1, 1, 1, 1), dict(strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)))),
     ]
     extra = {"out_dtype": DT.i32} if dt.is_int else {}
@@ -283,7 +307,9 @@ _DOT_CASES = [
 
 def _dot_samples(dt, rng):
     extra = {"out_dtype": DT.i32} if dt == DT.i8 else {}
-    return [S((dt, arr(dt, a, rng)), (dt, arr(dt, b, rng)), contract=c, batch=bt, **extra) for a, b, c, bt in _DOT_CASES]
+    return [
+        S((dt, arr(dt, a, rng)), (dt, arr(dt, b, rng)), contract=c, batch=bt, **extra) for a, b, c, bt in _DOT_CASES
+    ]
 
 
 def _dot_ref(x, y, *, contract, batch, out_dtype=None):
@@ -302,18 +328,34 @@ def _dot_ref(x, y, *, contract, batch, out_dtype=None):
 def _attention_samples(dt, rng):
     """(q, k, v, mask) shapes: plain, bool mask broadcast over heads, float mask, grouped-query,
     rank 3 and 5, and a bool mask with a fully masked row (zeros, as torch's SDPA)."""
-    out = [S((dt, arr(dt, (2, 3, 4, 8), rng)), (dt, arr(dt, (2, 3, 6, 8), rng)), (dt, arr(dt, (2, 3, 6, 5), rng)), scale=8 ** -0.5)]
-    for q, kv, ev, m, mdt in [((2, 4, 5, 8), (2, 4, 6, 8), 8, (2, 1, 5, 6), DT.boolean),
-                              ((1, 6, 3, 4), (1, 2, 3, 4), 4, (3, 3), dt),
-                              ((4, 5, 2), (4, 7, 2), 3, (1, 5, 7), DT.boolean),
-                              ((2, 2, 4, 3, 4), (2, 2, 1, 5, 4), 6, (5,), dt)]:
+    out = [
+        S(
+            (dt, arr(dt, (2, 3, 4, 8), rng)),
+            (dt, arr(dt, (2, 3, 6, 8), rng)),
+            (dt, arr(dt, (2, 3, 6, 5), rng)),
+            scale=8**-0.5,
+        )
+    ]
+    for q, kv, ev, m, mdt in [
+        ((2, 4, 5, 8), (2, 4, 6, 8), 8, (2, 1, 5, 6), DT.boolean),
+        ((1, 6, 3, 4), (1, 2, 3, 4), 4, (3, 3), dt),
+        ((4, 5, 2), (4, 7, 2), 3, (1, 5, 7), DT.boolean),
+        ((2, 2, 4, 3, 4), (2, 2, 1, 5, 4), 6, (5,), dt),
+    ]:
         v = (*kv[:-1], ev)
         mask = arr(mdt, m, rng) if mdt == DT.boolean else arr(mdt, m, rng, -2, 0)
         out.append(S((dt, arr(dt, q, rng)), (dt, arr(dt, kv, rng)), (dt, arr(dt, v, rng)), (mdt, mask), scale=0.3))
     dead = np.ones((2, 1, 3, 4), bool)
     dead[0, 0, 1] = False
-    out.append(S((dt, arr(dt, (2, 2, 3, 4), rng)), (dt, arr(dt, (2, 2, 4, 4), rng)), (dt, arr(dt, (2, 2, 4, 4), rng)),
-                 (DT.boolean, dead), scale=0.5))
+    out.append(
+        S(
+            (dt, arr(dt, (2, 2, 3, 4), rng)),
+            (dt, arr(dt, (2, 2, 4, 4), rng)),
+            (dt, arr(dt, (2, 2, 4, 4), rng)),
+            (DT.boolean, dead),
+            scale=0.5,
+        )
+    )
     return out
 
 
@@ -343,7 +385,7 @@ def _take_ref(x, idx, *, axis):
     flat = T(idx.reshape(-1) % x.shape[axis])
     out = torch.index_select(t, axis, flat)
     axis = axis % x.ndim
-    return out.reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1:]).numpy()
+    return out.reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1 :]).numpy()
 
 
 def _pad_samples(dt, rng):
@@ -365,7 +407,10 @@ def _bcast_ref(x, *, shape, dims):
 
 
 def _iota_samples(dt, rng):
-    return [S(shape=s, axis=a, dtype=d) for s, a, d in [((3, 4), 1, DT.i32), ((5,), 0, DT.i64), ((2, 3, 2), -3, DT.f32), ((2, 3), 0, DT.bf16)]]
+    return [
+        S(shape=s, axis=a, dtype=d)
+        for s, a, d in [((3, 4), 1, DT.i32), ((5,), 0, DT.i64), ((2, 3, 2), -3, DT.f32), ((2, 3), 0, DT.bf16)]
+    ]
 
 
 def _iota_ref(*, shape, axis, dtype):
@@ -387,9 +432,21 @@ def _quantize_samples(dt, rng):
     return [
         S((dt, arr(dt, (4, 6), rng)), (f32, np.float32(0.05)), dtype=DT.i8),
         S((dt, half), (f32, np.float32(0.25)), dtype=DT.i8),
-        S((dt, arr(dt, (4, 6), rng)), (f32, arr(f32, (4, 1), rng, 0.01, 0.02)), (DT.i32, arr(DT.i32, (4, 1), rng, 100, 140)), dtype=DT.u8),
+        S(
+            (dt, arr(dt, (4, 6), rng)),
+            (f32, arr(f32, (4, 1), rng, 0.01, 0.02)),
+            (DT.i32, arr(DT.i32, (4, 1), rng, 100, 140)),
+            dtype=DT.u8,
+        ),
         S((dt, arr(dt, (3, 10), rng)), (f32, arr(f32, (3, 3), rng, 0.1, 0.3)), dtype=DT.i4, group_axis=1, group_size=4),
-        S((dt, arr(dt, (10, 2), rng)), (f32, arr(f32, (3, 1), rng, 0.1, 0.3)), (DT.u4, arr(DT.u4, (3, 1), rng)), dtype=DT.u4, group_axis=-2, group_size=4),
+        S(
+            (dt, arr(dt, (10, 2), rng)),
+            (f32, arr(f32, (3, 1), rng, 0.1, 0.3)),
+            (DT.u4, arr(DT.u4, (3, 1), rng)),
+            dtype=DT.u4,
+            group_axis=-2,
+            group_size=4,
+        ),
         S((dt, arr(dt, (5, 4), rng)), (f32, arr(f32, (1, 4), rng, 0.01, 0.05)), dtype=DT.f8e4m3),
         S((dt, arr(dt, (5, 4), rng)), (f32, np.float32(0.01)), dtype=DT.f8e5m2),
     ]
@@ -415,7 +472,14 @@ def _dequantize_samples(dt, rng):
     return [
         S((dt, arr(dt, (4, 6), rng)), (f32, np.float32(0.05)), dtype=DT.f32),
         S((dt, arr(dt, (4, 6), rng)), (f32, arr(f32, (4, 1), rng, 0.01, 0.02)), *zero((4, 1)), dtype=DT.f32),
-        S((dt, arr(dt, (10, 3), rng)), (f32, arr(f32, (3, 3), rng, 0.1, 0.3)), *zero((3, 1)), dtype=DT.bf16, group_axis=0, group_size=4),
+        S(
+            (dt, arr(dt, (10, 3), rng)),
+            (f32, arr(f32, (3, 3), rng, 0.1, 0.3)),
+            *zero((3, 1)),
+            dtype=DT.bf16,
+            group_axis=0,
+            group_size=4,
+        ),
         S((dt, arr(dt, (2, 7), rng)), (f32, arr(f32, (1, 1), rng, 0.1, 0.3)), dtype=DT.f16, group_axis=1, group_size=8),
     ]
 
@@ -448,10 +512,18 @@ def _fused_ref(*xs, kind):
 
 
 FLOAT_UNARY = {
-    "exp": (torch.exp, None, None), "log": (torch.log, 0.05, 4.0), "sqrt": (torch.sqrt, 0.0, 4.0),
-    "rsqrt": (torch.rsqrt, 0.1, 4.0), "reciprocal": (torch.reciprocal, 0.25, 4.0), "tanh": (torch.tanh, None, None),
-    "sigmoid": (torch.sigmoid, -12.0, 12.0), "silu": (F.silu, -12.0, 12.0), "sin": (torch.sin, -6.0, 6.0),
-    "cos": (torch.cos, -6.0, 6.0), "erf": (torch.erf, -4.5, 4.5), "floor": (torch.floor, -5.0, 5.0),
+    "exp": (torch.exp, None, None),
+    "log": (torch.log, 0.05, 4.0),
+    "sqrt": (torch.sqrt, 0.0, 4.0),
+    "rsqrt": (torch.rsqrt, 0.1, 4.0),
+    "reciprocal": (torch.reciprocal, 0.25, 4.0),
+    "tanh": (torch.tanh, None, None),
+    "sigmoid": (torch.sigmoid, -12.0, 12.0),
+    "silu": (F.silu, -12.0, 12.0),
+    "sin": (torch.sin, -6.0, 6.0),
+    "cos": (torch.cos, -6.0, 6.0),
+    "erf": (torch.erf, -4.5, 4.5),
+    "floor": (torch.floor, -5.0, 5.0),
 }
 SIGNED_UNARY = {"neg": torch.neg, "abs": torch.abs, "sign": torch.sign, "relu": torch.relu}
 ARITH = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "maximum": torch.maximum, "minimum": torch.minimum}
@@ -469,7 +541,11 @@ def _infos() -> list[OpInfo]:
     out = [OpInfo(n, unary(lo, hi), tref(fn)) for n, (fn, lo, hi) in FLOAT_UNARY.items()]
     out += [OpInfo(n, unary(), tref(fn)) for n, fn in SIGNED_UNARY.items()]
     out += [
-        OpInfo("gelu", unary(-5.0, 5.0, approximate=("none", "tanh")), lambda x, approximate="none": F.gelu(T(x), approximate=approximate).numpy()),
+        OpInfo(
+            "gelu",
+            unary(-5.0, 5.0, approximate=("none", "tanh")),
+            lambda x, approximate="none": F.gelu(T(x), approximate=approximate).numpy(),
+        ),
         OpInfo("logical_not", unary(), tref(torch.logical_not)),
         OpInfo("div", binary(y_range=(1, 4), signed_y=True), _int_div),
         OpInfo("pow", binary(x_range=(0.1, 3.0), y_range=(-2.0, 2.0)), tref(torch.pow)),
@@ -491,12 +567,63 @@ def _infos() -> list[OpInfo]:
         OpInfo("conv", _conv_samples, _conv_ref, tol=2),
         OpInfo("dot_general", _dot_samples, _dot_ref, tol=2),
         OpInfo("attention", _attention_samples, _attention_ref, tol=4),
-        OpInfo("reshape", _shape_samples(lambda: [([(2, 3, 4)], dict(shape=(6, 4))), ([(6,)], dict(shape=(2, 3))), ([()], dict(shape=(1, 1))), ([(1, 5)], dict(shape=(5,)))]), lambda x, *, shape: x.reshape(shape)),
-        OpInfo("transpose", _shape_samples(lambda: [([(2, 3, 4)], dict(perm=(2, 0, 1))), ([(5,)], dict(perm=(0,))), ([(3, 1)], dict(perm=(1, 0)))]), lambda x, *, perm: T(x).permute(*perm).numpy()),
-        OpInfo("broadcast_in_dim", _shape_samples(lambda: [([(3,)], dict(shape=(2, 3), dims=(1,))), ([(3, 1)], dict(shape=(3, 4), dims=(0, 1))), ([()], dict(shape=(2, 2), dims=())), ([(1, 4)], dict(shape=(2, 3, 4), dims=(1, 2)))]), _bcast_ref),
-        OpInfo("slice", _shape_samples(lambda: [([(5, 6)], dict(start=(1, 0), limit=(4, 6), stride=(1, 2))), ([(7,)], dict(start=(0,), limit=(7,), stride=(3,))), ([(3, 4, 5)], dict(start=(0, 1, 2), limit=(3, 3, 5))), ([(4,)], dict(start=(2,), limit=(2,)))]),
-               lambda x, *, start, limit, stride=(): x[tuple(slice(a, b, c) for a, b, c in zip(start, limit, stride or (1,) * x.ndim))]),
-        OpInfo("concat", _shape_samples(lambda: [([(2, 3), (2, 1), (2, 4)], dict(axis=1)), ([(1, 3), (2, 3)], dict(axis=0)), ([(4,)], dict(axis=0)), ([(2, 2, 1), (2, 2, 3)], dict(axis=-1))]), lambda *xs, axis: torch.cat([T(x) for x in xs], axis).numpy()),
+        OpInfo(
+            "reshape",
+            _shape_samples(
+                lambda: [
+                    ([(2, 3, 4)], dict(shape=(6, 4))),
+                    ([(6,)], dict(shape=(2, 3))),
+                    ([()], dict(shape=(1, 1))),
+                    ([(1, 5)], dict(shape=(5,))),
+                ]
+            ),
+            lambda x, *, shape: x.reshape(shape),
+        ),
+        OpInfo(
+            "transpose",
+            _shape_samples(
+                lambda: [([(2, 3, 4)], dict(perm=(2, 0, 1))), ([(5,)], dict(perm=(0,))), ([(3, 1)], dict(perm=(1, 0)))]
+            ),
+            lambda x, *, perm: T(x).permute(*perm).numpy(),
+        ),
+        OpInfo(
+            "broadcast_in_dim",
+            _shape_samples(
+                lambda: [
+                    ([(3,)], dict(shape=(2, 3), dims=(1,))),
+                    ([(3, 1)], dict(shape=(3, 4), dims=(0, 1))),
+                    ([()], dict(shape=(2, 2), dims=())),
+                    ([(1, 4)], dict(shape=(2, 3, 4), dims=(1, 2))),
+                ]
+            ),
+            _bcast_ref,
+        ),
+        OpInfo(
+            "slice",
+            _shape_samples(
+                lambda: [
+                    ([(5, 6)], dict(start=(1, 0), limit=(4, 6), stride=(1, 2))),
+                    ([(7,)], dict(start=(0,), limit=(7,), stride=(3,))),
+                    ([(3, 4, 5)], dict(start=(0, 1, 2), limit=(3, 3, 5))),
+                    ([(4,)], dict(start=(2,), limit=(2,))),
+                ]
+            ),
+            lambda x, *, start, limit, stride=(): x[
+                tuple(slice(a, b, c) for a, b, c in zip(start, limit, stride or (1,) * x.ndim))
+            ],
+        ),
+        OpInfo(
+            "concat",
+            _shape_samples(
+                lambda: [
+                    ([(2, 3), (2, 1), (2, 4)], dict(axis=1)),
+                    ([(1, 3), (2, 3)], dict(axis=0)),
+                    ([(4,)], dict(axis=0)),
+                    ([(2, 2, 1), (2, 2, 3)], dict(axis=-1)),
+                ]
+            ),
+            lambda *xs, axis: torch.cat([T(x) for x in xs], axis).numpy(),
+        ),
         OpInfo("take", _take_samples, _take_ref),
         OpInfo("pad", _pad_samples, _pad_ref),
         OpInfo("iota", _iota_samples, _iota_ref),
@@ -506,7 +633,10 @@ def _infos() -> list[OpInfo]:
     ]
     out += [OpInfo(n, binary(), tref(fn)) for n, fn in ARITH.items()]
     out += [OpInfo(n, binary((-3, 3), (-3, 3), ints=True), tref(fn)) for n, fn in COMPARE.items()]
-    out += [OpInfo(n, _red_samples, lambda x, *, axes, keepdims, fn=fn: over_axes(fn, x, axes, keepdims)) for n, fn in REDUCE.items()]
+    out += [
+        OpInfo(n, _red_samples, lambda x, *, axes, keepdims, fn=fn: over_axes(fn, x, axes, keepdims))
+        for n, fn in REDUCE.items()
+    ]
     out.append(OpInfo("qlinear", qlinear_samples, qlinear_ref, tol=4))
     out.append(OpInfo("densify_nm", densify_nm_samples, densify_nm_ref))
     return out

@@ -23,7 +23,13 @@ def qlinear_samples(dt, rng):
     i8 = rng.integers(-127, 128, (6, 10)).astype(np.int8)
     out = [
         _s((dt, f(3, 10)), (DT.i4, i4), (DT.f32, pos(6, 1))),
-        _s((dt, f(2, 3, 10)), (DT.u4, u4), (DT.f32, pos(6, 3)), (DT.f32, rng.integers(0, 16, (6, 3)).astype(np.float32)), group_size=4),
+        _s(
+            (dt, f(2, 3, 10)),
+            (DT.u4, u4),
+            (DT.f32, pos(6, 3)),
+            (DT.f32, rng.integers(0, 16, (6, 3)).astype(np.float32)),
+            group_size=4,
+        ),
     ]
     if dt == DT.f32:
         out += [
@@ -54,5 +60,10 @@ def qlinear_ref(x, q, scale, *rest, group_size, act, act_dtype):
 
 B, S = sym("B"), sym("S")
 QLINEAR_SYMBOLIC = [
-    ("qlinear", [tensor((B, S, 64)), tensor((32, 64), "i4"), tensor((32, 2))], {"group_size": 32}, [tensor((B, S, 32))]),
+    (
+        "qlinear",
+        [tensor((B, S, 64)), tensor((32, 64), "i4"), tensor((32, 2))],
+        {"group_size": 32},
+        [tensor((B, S, 32))],
+    ),
 ]

@@ -50,7 +50,9 @@ def check_close(name, got, want, dtype, tol_factor, what):
     assert got.dtype == dtype.np, f"{what}: storage {got.dtype}, declared {dtype}"
     if dtype.is_float:
         tol = TOL[dtype.name] * tol_factor
-        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tol, atol=tol, equal_nan=True, err_msg=what)
+        np.testing.assert_allclose(
+            got.astype(np.float64), want.astype(np.float64), rtol=tol, atol=tol, equal_nan=True, err_msg=what
+        )
     else:
         np.testing.assert_array_equal(got, want, err_msg=what)
 
@@ -114,13 +116,14 @@ def test_python_number_operands_become_literals(name):
     assert isinstance(b._eqns[-1].inputs[-1], I.Literal)
     xv = np.array([[-1.0, 0.5, 2.0], [3.0, -0.25, 4.0]], np.float32)
     (got,) = run_graph(b.build(out), [xv])
-    want = {"add": xv + 2, "mul": xv * 2, "maximum": np.maximum(xv, 2), "lt": xv < 2, "div": xv / 2,
-            "pow": xv**2}[name]
+    want = {"add": xv + 2, "mul": xv * 2, "maximum": np.maximum(xv, 2), "lt": xv < 2, "div": xv / 2, "pow": xv**2}[name]
     np.testing.assert_allclose(got, want)
 
 
 def test_erf_matches_math_erf():
-    xs = np.concatenate([np.linspace(-7, 7, 100_001), np.geomspace(1e-300, 1, 500), -np.geomspace(1e-8, 1, 50), [0.0, np.inf, -np.inf]])
+    xs = np.concatenate(
+        [np.linspace(-7, 7, 100_001), np.geomspace(1e-300, 1, 500), -np.geomspace(1e-8, 1, 50), [0.0, np.inf, -np.inf]]
+    )
     want = np.array([math.erf(v) for v in xs])
     got = erf(xs)
     rel = np.abs(got - want) / np.maximum(np.abs(want), 1e-300)
@@ -161,7 +164,10 @@ SYMBOLIC = [
     ("where", [t(B, 1, dt="bool"), t(S), t()], {}, [t(B, S)]),
     ("cast", [t(B, S)], {"dtype": "i8"}, [t(B, S, dt="i8")]),
     ("clamp", [t(B, S)], {"min": 0.0}, [t(B, S)]),
-    *[(n, [t(B, S, 4)], {"axes": (1,)}, [t(B, 4)]) for n in ("reduce_sum", "reduce_max", "reduce_min", "reduce_mean", "reduce_prod")],
+    *[
+        (n, [t(B, S, 4)], {"axes": (1,)}, [t(B, 4)])
+        for n in ("reduce_sum", "reduce_max", "reduce_min", "reduce_mean", "reduce_prod")
+    ],
     ("reduce_sum", [t(B, S, 4)], {"axes": (-2, -1), "keepdims": True}, [t(B, 1, 1)]),
     ("argmax", [t(B, S)], {"axis": -1}, [t(B, dt="i64")]),
     ("cumsum", [t(B, S)], {"axis": 1}, [t(B, S)]),
@@ -173,11 +179,31 @@ SYMBOLIC = [
     ("batch_norm", [t(B, 3, S), t(3), t(3)], {}, [t(B, 3, S)]),
     ("max_pool", [t(B, 3, S, 8)], {"window": (3, 2), "strides": (1, 2), "padding": ((1, 1), (0, 0))}, [t(B, 3, S, 4)]),
     ("avg_pool", [t(B, 3, "2*S")], {"window": (2,), "strides": (2,), "padding": ((0, 0),)}, [t(B, 3, S)]),
-    ("conv", [t(B, 4, "S+2", 8), t(6, 2, 3, 3)], {"strides": (1, 2), "dilation": (1, 1), "padding": ((0, 0), (1, 0)), "groups": 2}, [t(B, 6, S, 4)]),
+    (
+        "conv",
+        [t(B, 4, "S+2", 8), t(6, 2, 3, 3)],
+        {"strides": (1, 2), "dilation": (1, 1), "padding": ((0, 0), (1, 0)), "groups": 2},
+        [t(B, 6, S, 4)],
+    ),
     ("dot_general", [t(B, S, 64), t(32, 64)], {"contract": ((2,), (1,))}, [t(B, S, 32)]),
-    ("dot_general", [t(B, 8, S, 16), t(B, 8, S, 16)], {"contract": ((3,), (3,)), "batch": ((0, 1), (0, 1))}, [t(B, 8, S, S)]),
-    ("dot_general", [t(B, 4, dt="i8"), t(4, 3, dt="i8")], {"contract": ((1,), (0,)), "out_dtype": "i32"}, [t(B, 3, dt="i32")]),
-    ("attention", [t(B, 9, S, 64), t(B, 3, "S+1", 64), t(B, 3, "S+1", 32), t(B, 1, S, "S+1", dt="bool")], {"scale": 0.125}, [t(B, 9, S, 32)]),
+    (
+        "dot_general",
+        [t(B, 8, S, 16), t(B, 8, S, 16)],
+        {"contract": ((3,), (3,)), "batch": ((0, 1), (0, 1))},
+        [t(B, 8, S, S)],
+    ),
+    (
+        "dot_general",
+        [t(B, 4, dt="i8"), t(4, 3, dt="i8")],
+        {"contract": ((1,), (0,)), "out_dtype": "i32"},
+        [t(B, 3, dt="i32")],
+    ),
+    (
+        "attention",
+        [t(B, 9, S, 64), t(B, 3, "S+1", 64), t(B, 3, "S+1", 32), t(B, 1, S, "S+1", dt="bool")],
+        {"scale": 0.125},
+        [t(B, 9, S, 32)],
+    ),
     ("reshape", [t(B, S, 4)], {"shape": ("B*S", 4)}, [t("B*S", 4)]),
     ("transpose", [t(B, S, 4)], {"perm": (2, 0, 1)}, [t(4, B, S)]),
     ("broadcast_in_dim", [t(S, 1)], {"shape": (B, S, 4), "dims": (1, 2)}, [t(B, S, 4)]),
@@ -252,18 +278,53 @@ NEGATIVE = [
     ("layer_norm", [t(B, S, 8), t(4)], {"axes": (-1,)}, ["layer_norm", "[4]", "[8]"]),
     ("rms_norm", [t(B, 8), t(8, dt="bf16")], {"axes": (-1,)}, ["rms_norm", "dtype mismatch"]),
     ("batch_norm", [t(2, 3, 4), t(4), t(4)], {}, ["batch_norm", "[3]"]),
-    ("max_pool", [t(1, 1, 2, 2)], {"window": (3, 3), "strides": (1, 1), "padding": ((0, 0), (0, 0))}, ["max_pool", "window larger"]),
+    (
+        "max_pool",
+        [t(1, 1, 2, 2)],
+        {"window": (3, 3), "strides": (1, 1), "padding": ((0, 0), (0, 0))},
+        ["max_pool", "window larger"],
+    ),
     ("avg_pool", [t(1, 1, S)], {"window": (2,), "strides": (2,), "padding": ((0, 0),)}, ["avg_pool", "stride 2"]),
-    ("max_pool", [t(1, 4, 4)], {"window": (2, 2), "strides": (1, 1), "padding": ((0, 0), (0, 0))}, ["max_pool", "spatial"]),
-    ("conv", [t(1, 4, 5, 5), t(6, 3, 3, 3)], {"strides": (1, 1), "dilation": (1, 1), "padding": ((0, 0), (0, 0))}, ["conv", "channels"]),
-    ("conv", [t(1, 4, 5, 5), t(6, 4, 3, 3, dt="f16")], {"strides": (1, 1), "dilation": (1, 1), "padding": ((0, 0), (0, 0))}, ["conv", "dtype mismatch"]),
-    ("dot_general", [t(B, 64), t(32, 63)], {"contract": ((1,), (1,))}, ["dot_general", "contracted dims differ", "64 vs 63"]),
+    (
+        "max_pool",
+        [t(1, 4, 4)],
+        {"window": (2, 2), "strides": (1, 1), "padding": ((0, 0), (0, 0))},
+        ["max_pool", "spatial"],
+    ),
+    (
+        "conv",
+        [t(1, 4, 5, 5), t(6, 3, 3, 3)],
+        {"strides": (1, 1), "dilation": (1, 1), "padding": ((0, 0), (0, 0))},
+        ["conv", "channels"],
+    ),
+    (
+        "conv",
+        [t(1, 4, 5, 5), t(6, 4, 3, 3, dt="f16")],
+        {"strides": (1, 1), "dilation": (1, 1), "padding": ((0, 0), (0, 0))},
+        ["conv", "dtype mismatch"],
+    ),
+    (
+        "dot_general",
+        [t(B, 64), t(32, 63)],
+        {"contract": ((1,), (1,))},
+        ["dot_general", "contracted dims differ", "64 vs 63"],
+    ),
     ("dot_general", [t(4, 4), t(4, 4)], {"contract": ((2,), (0,))}, ["dot_general", "out of range"]),
     ("attention", [t(B, 4, S, 8), t(B, 3, S, 8), t(B, 3, S, 8)], {"scale": 1.0}, ["attention", "head counts"]),
     ("attention", [t(B, 4, S, 8), t(B, 4, S, 4), t(B, 4, S, 8)], {"scale": 1.0}, ["attention", "head dims differ"]),
     ("attention", [t(S, 8), t(S, 8), t(S, 8)], {"scale": 1.0}, ["attention", "rank >= 3"]),
-    ("attention", [t(B, 4, S, 8), t(B, 4, S, 8), t(B, 4, S, 8), t(B, 4, S, S, dt="i32")], {"scale": 1.0}, ["attention", "bool or f32"]),
-    ("attention", [t(B, 4, S, 8), t(B, 4, S, 8), t(B, 4, S, 8), t(B, 2, S, S, dt="bool")], {"scale": 1.0}, ["attention", "does not broadcast"]),
+    (
+        "attention",
+        [t(B, 4, S, 8), t(B, 4, S, 8), t(B, 4, S, 8), t(B, 4, S, S, dt="i32")],
+        {"scale": 1.0},
+        ["attention", "bool or f32"],
+    ),
+    (
+        "attention",
+        [t(B, 4, S, 8), t(B, 4, S, 8), t(B, 4, S, 8), t(B, 2, S, S, dt="bool")],
+        {"scale": 1.0},
+        ["attention", "does not broadcast"],
+    ),
     ("reshape", [t(B, S)], {"shape": (B, 4)}, ["reshape", "[B,S]", "[B,4]"]),
     ("transpose", [t(2, 3)], {"perm": (0, 0)}, ["transpose", "permutation"]),
     ("broadcast_in_dim", [t(3)], {"shape": (2, 4), "dims": (1,)}, ["broadcast_in_dim", "neither 1 nor 4"]),

@@ -62,7 +62,12 @@ BAD = [
     ("unknown op", lambda t: t.replace("mul(", "mull("), "unknown op 'mull'; did you mean mul", 4),
     ("type mismatch", lambda t: t.replace("%3:f32[B,4,8]", "%3:f32[B,4,9]"), "type mismatch", 5),
     ("undefined value", lambda t: t.replace("mul(%1", "mul(%7"), "undefined value %7", 4),
-    ("duplicate name", lambda t: t.replace("%2:f32[B,32] = mul", "%1:f32[B,32] = mul"), "duplicate definition of %1", 4),
+    (
+        "duplicate name",
+        lambda t: t.replace("%2:f32[B,32] = mul", "%1:f32[B,32] = mul"),
+        "duplicate definition of %1",
+        4,
+    ),
     ("undeclared param", lambda t: t.replace("(%0, @fc1.weight)", "(%0, @fc2)"), "undeclared param @fc2", 3),
     ("unknown attribute", lambda t: t.replace("out_dtype=none", "out_dtype=none, foo=1"), "unknown attribute", 3),
     ("bad attribute value", lambda t: t.replace("shape=(B,4,8)", 'shape="x"'), "must be a tuple", 5),

@@ -92,7 +92,9 @@ def test_undefined_output():
 def test_unknown_op():
     g = _graph()
     e = g.eqns[1]
-    _expect(g.replace(eqns=(g.eqns[0], Eqn("frobnicate", e.inputs, {}, e.outputs), g.eqns[2])), "unknown op 'frobnicate'")
+    _expect(
+        g.replace(eqns=(g.eqns[0], Eqn("frobnicate", e.inputs, {}, e.outputs), g.eqns[2])), "unknown op 'frobnicate'"
+    )
 
 
 def test_unnormalized_attrs():

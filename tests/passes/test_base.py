@@ -90,7 +90,15 @@ def test_coerce_option(tp, value, want):
 
 @pytest.mark.parametrize(
     "tp, value",
-    [(int, "1.5"), (int, True), (float, "x"), (bool, 1), (str, None), (Literal["a"], "c"), (tuple[int, int], "(1,2,3)")],
+    [
+        (int, "1.5"),
+        (int, True),
+        (float, "x"),
+        (bool, 1),
+        (str, None),
+        (Literal["a"], "c"),
+        (tuple[int, int], "(1,2,3)"),
+    ],
 )
 def test_coerce_option_rejects(tp, value):
     with pytest.raises(PassOptionError, match="expected"):

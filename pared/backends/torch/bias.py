@@ -18,7 +18,11 @@ def following_bias(L, eqn: Eqn) -> Optional[tuple[int, Param | Var]]:
         nxt = L.graph.eqns[j]
         if nxt.op == "add" and out in nxt.inputs:
             bias = nxt.inputs[1] if nxt.inputs[0] is out else nxt.inputs[0]
-            if isinstance(bias, (Param, Var)) and bias.type.shape == (out.type.shape[-1],) and bias.type.dtype == out.type.dtype:
+            if (
+                isinstance(bias, (Param, Var))
+                and bias.type.shape == (out.type.shape[-1],)
+                and bias.type.dtype == out.type.dtype
+            ):
                 return j, bias
     return None
 

@@ -77,7 +77,9 @@ class TorchExecutor:
         if fn is None:  # no torch lowering: the numpy reference for this one equation
             np_args = [a.numpy() if isinstance(a, self.torch.Tensor) else a for a in args]
             tables = {n: np.asarray(weights[n]) for n in weights}
-            return [self.torch.from_numpy(np.ascontiguousarray(o)) for o in self._ref.run(i, eqn, np_args, syms, tables)]
+            return [
+                self.torch.from_numpy(np.ascontiguousarray(o)) for o in self._ref.run(i, eqn, np_args, syms, tables)
+            ]
         values = [self.weight(eqn.inputs[k].name) if isinstance(eqn.inputs[k], Param) else args[k] for k in picks]
         with self.torch.no_grad():
             out = fn(*values)

@@ -35,23 +35,51 @@ def _simple(fn, tensor_args: int = 1):
     """A rule calling ``fn(*inputs)``; the first ``tensor_args`` inputs must be tensors."""
 
     def rule(L, eqn, *inputs):
-        args = [L.tensor(a) if k < tensor_args and isinstance(a, Literal) else x for k, (a, x) in enumerate(zip(eqn.inputs, inputs))]
+        args = [
+            L.tensor(a) if k < tensor_args and isinstance(a, Literal) else x
+            for k, (a, x) in enumerate(zip(eqn.inputs, inputs))
+        ]
         return L.call(fn, *args)
 
     return rule
 
 
 for _op, _fn in {
-    "neg": torch.neg, "abs": torch.abs, "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt,
-    "rsqrt": torch.rsqrt, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
-    "silu": F.silu, "sin": torch.sin, "cos": torch.cos, "erf": torch.erf, "reciprocal": torch.reciprocal,
-    "floor": torch.floor, "sign": torch.sign, "logical_not": torch.logical_not,
-    "add": torch.add, "sub": torch.sub, "mul": torch.mul, "pow": torch.pow,
-    "eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge,
+    "neg": torch.neg,
+    "abs": torch.abs,
+    "exp": torch.exp,
+    "log": torch.log,
+    "sqrt": torch.sqrt,
+    "rsqrt": torch.rsqrt,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "silu": F.silu,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "erf": torch.erf,
+    "reciprocal": torch.reciprocal,
+    "floor": torch.floor,
+    "sign": torch.sign,
+    "logical_not": torch.logical_not,
+    "add": torch.add,
+    "sub": torch.sub,
+    "mul": torch.mul,
+    "pow": torch.pow,
+    "eq": torch.eq,
+    "ne": torch.ne,
+    "lt": torch.lt,
+    "le": torch.le,
+    "gt": torch.gt,
+    "ge": torch.ge,
 }.items():
     lowers(_op)(_simple(_fn))
-for _op, _fn in {"maximum": torch.maximum, "minimum": torch.minimum, "logical_and": torch.logical_and,
-                 "logical_or": torch.logical_or}.items():
+for _op, _fn in {
+    "maximum": torch.maximum,
+    "minimum": torch.minimum,
+    "logical_and": torch.logical_and,
+    "logical_or": torch.logical_or,
+}.items():
     lowers(_op)(_simple(_fn, 2))
 
 
@@ -151,7 +179,7 @@ def _softmax(L, eqn, x):
 def _norm(L, eqn, x, *rest):
     t = eqn.inputs[0].type
     axes = sorted(a % t.rank for a in eqn.attrs["axes"])
-    shape = L.shape(t.shape[axes[0]:], allow_infer=False)
+    shape = L.shape(t.shape[axes[0] :], allow_infer=False)
     rest = list(rest)
     if eqn.op == "layer_norm":
         rest += [None] * (2 - len(rest))
@@ -466,8 +494,12 @@ class ReferenceCall:
         res = get_op(eqn.op).impl(*arrays, **attrs)
         res = list(res) if isinstance(res, (tuple, list)) else [res]
         dev = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
-        outs = [torch.from_numpy(np.ascontiguousarray(np.asarray(r).astype(v.type.dtype.np))).to(dev, to_torch(v.type.dtype))
-                for r, v in zip(res, eqn.outputs)]
+        outs = [
+            torch.from_numpy(np.ascontiguousarray(np.asarray(r).astype(v.type.dtype.np))).to(
+                dev, to_torch(v.type.dtype)
+            )
+            for r, v in zip(res, eqn.outputs)
+        ]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 

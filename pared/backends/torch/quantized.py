@@ -112,7 +112,9 @@ def dense_linear(x, w, act_dtype: Optional[torch.dtype] = None, bias: Optional[t
 # ---- weight preparation ----------------------------------------------------------------------
 
 
-def pack_int4(q: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray], group_size: Optional[int], dtype: torch.dtype):
+def pack_int4(
+    q: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray], group_size: Optional[int], dtype: torch.dtype
+):
     """(packed weight, scale_and_zeros [K'/g, N, 2], g, K') for ``_weight_int4pack_mm_for_cpu``.
 
     The kernel computes ``w = (u - 8) * s + z_t`` from unsigned nibbles u. Signed q (sym): u = q + 8,
@@ -179,17 +181,29 @@ def lower_qlinear(L, eqn: Eqn, i: int):
         if q_atom.type.dtype.is_int and bits <= 4 and adt in (torch.bfloat16, torch.float32):
             packed, sz, g, k_pad = pack_int4(q, scale, zero, gs, adt)
             fn = lambda xx: int4pack_linear(xx, packed, sz, g, n, k_pad)
-            candidate = (Candidate("int4pack", fn, (k, n, g, str(adt))),
-                         lambda: L.call(int4pack_linear, xv, _register(L, f"int4pack_{name}", packed),
-                                        _register(L, f"qaux_sz_{name}", sz), g, n, k_pad))
+            candidate = (
+                Candidate("int4pack", fn, (k, n, g, str(adt))),
+                lambda: L.call(
+                    int4pack_linear,
+                    xv,
+                    _register(L, f"int4pack_{name}", packed),
+                    _register(L, f"qaux_sz_{name}", sz),
+                    g,
+                    n,
+                    k_pad,
+                ),
+            )
         elif q.dtype == np.int8 and zero is None and gs is None and adt in (torch.bfloat16, torch.float32):
             k16 = -(-k // 16) * 16
             wq = torch.from_numpy(np.ascontiguousarray(np.pad(q, ((0, 0), (0, k16 - k)))))
             sc = torch.from_numpy(scale.reshape(-1).astype(np.float32)).to(adt)
             fn = lambda xx: int8pack_linear(xx, wq, sc)
-            candidate = (Candidate("int8pack", fn, (k, n, str(adt))),
-                         lambda: L.call(int8pack_linear, xv, _register(L, f"int8pack_{name}", wq),
-                                        _register(L, f"qaux_s_{name}", sc)))
+            candidate = (
+                Candidate("int8pack", fn, (k, n, str(adt))),
+                lambda: L.call(
+                    int8pack_linear, xv, _register(L, f"int8pack_{name}", wq), _register(L, f"qaux_s_{name}", sc)
+                ),
+            )
     elif act in ("dynamic", "static") and q.dtype == np.int8:
         w_t = torch.from_numpy(np.ascontiguousarray(q.T))
         ws = torch.from_numpy(scale.reshape(1, -1).astype(np.float32))
@@ -239,7 +253,9 @@ def _lower_dense(L, eqn, xv, q, scale, zero, act_scale, name, act_dtype: bool = 
         adt = to_torch(eqn.attrs["act_dtype"]) if act_dtype and eqn.attrs["act_dtype"] is not None else None
         fb = following_bias(L, eqn)  # the bias inside F.linear, as the dense lowering does
         if fb is not None:
-            return absorb_bias(L, fb[0], L.call(dense_linear, xv, _register(L, f"dense_{name}", w), adt, L.value(fb[1])))
+            return absorb_bias(
+                L, fb[0], L.call(dense_linear, xv, _register(L, f"dense_{name}", w), adt, L.value(fb[1]))
+            )
         return L.call(dense_linear, xv, _register(L, f"dense_{name}", w), adt)
     ws = torch.from_numpy(scale.reshape(1, -1).astype(np.float32))
     a_s = torch.tensor(float(act_scale), dtype=torch.float32) if act_scale is not None else None

@@ -125,7 +125,9 @@ def _load_b(em: Emitter, i: int, op: Operand, a_dtype: str) -> str:
         if op.fmt == "int8":
             em.line(f"{b}q = tl.load({p}_0 + {kk} * {p}_0_sk + {nn} * {p}_0_sn, mask=bmask, other=0).to(tl.float32)")
         else:
-            em.line(f"{b}q = tl.load({p}_0 + (ks // 2)[:, None] * {p}_0_sk + {nn} * {p}_0_sn, mask=bmask, other=0).to(tl.int32)")
+            em.line(
+                f"{b}q = tl.load({p}_0 + (ks // 2)[:, None] * {p}_0_sk + {nn} * {p}_0_sn, mask=bmask, other=0).to(tl.int32)"
+            )
             em.line(f"{b}q = ({b}q >> ((ks % 2) * 4)[:, None]) & 15")
             if op.signed:
                 em.line(f"{b}q = tl.where({b}q >= 8, {b}q - 16, {b}q)")
@@ -135,7 +137,9 @@ def _load_b(em: Emitter, i: int, op: Operand, a_dtype: str) -> str:
         return b
     # 2:4 formats: one metadata byte per group of 4 along K holds the two kept positions
     em.line("grp = ks // 4")
-    em.line(f"meta = tl.load({p}_1 + (grp // 2)[:, None] * {p}_1_sk + {nn} * {p}_1_sn, mask=bmask, other=0).to(tl.int32)")
+    em.line(
+        f"meta = tl.load({p}_1 + (grp // 2)[:, None] * {p}_1_sk + {nn} * {p}_1_sn, mask=bmask, other=0).to(tl.int32)"
+    )
     em.line("meta = (meta >> ((grp % 2) * 4)[:, None]) & 15")
     em.line("pos = (ks % 4)[:, None]")
     if op.fmt == "sparse24":
@@ -200,7 +204,7 @@ def generate(region: Graph, spec: GemmSpec, kind: str) -> str:
         prec = ', input_precision="ieee"' if x.type.dtype.name == "f32" else ""
         if x.type.dtype.name == "bf16" and interpreting():
             # the CPU interpreter has no bf16 dot; bf16 products are exact in fp32
-            em.line(f"acc{i} += tl.dot(a.to(tl.float32), {name}.to(tl.float32), input_precision=\"ieee\")")
+            em.line(f'acc{i} += tl.dot(a.to(tl.float32), {name}.to(tl.float32), input_precision="ieee")')
         else:
             em.line(f"acc{i} += tl.dot(a, {name}{prec})")
     loop = "\n".join(em.lines)
@@ -214,7 +218,11 @@ def generate(region: Graph, spec: GemmSpec, kind: str) -> str:
         v = region.inputs[j]
         ep.line(f"off_in{j} = {offset_expr(f'in{j}', rank)}")
         name = ep.fresh("x")
-        ep.line(load_tile(name, f"in{j}", f"off_in{j}", f"in{j}_s{rank - 1}", _is_full(v.type.shape, rank), v.type.dtype.is_float))
+        ep.line(
+            load_tile(
+                name, f"in{j}", f"off_in{j}", f"in{j}_s{rank - 1}", _is_full(v.type.shape, rank), v.type.dtype.is_float
+            )
+        )
         ep.names[v] = name
     emit_body(ep, spec.epilogue, spec.rows_in_epilogue)
     for j, v in enumerate(region.outputs):
@@ -222,18 +230,24 @@ def generate(region: Graph, spec: GemmSpec, kind: str) -> str:
         ep.line(f"off_out{j} = {offset_expr(f'out{j}', rank)}")
         cast = f"({val}).to({tl_dtype(v.type.dtype)})"
         if _is_full(v.type.shape, rank):
-            ep.line(f"tl.store(out{j} + off_out{j}[:, None] + cols[None, :] * out{j}_s{rank - 1}, "
-                    f"tl.broadcast_to({cast}, (BLOCK_M, BLOCK_N)), mask=mask)")
+            ep.line(
+                f"tl.store(out{j} + off_out{j}[:, None] + cols[None, :] * out{j}_s{rank - 1}, "
+                f"tl.broadcast_to({cast}, (BLOCK_M, BLOCK_N)), mask=mask)"
+            )
         else:
-            ep.line(f"tl.store(out{j} + off_out{j}[:, None], tl.broadcast_to({cast}, (BLOCK_M, 1)), mask=rmask[:, None])")
+            ep.line(
+                f"tl.store(out{j} + off_out{j}[:, None], tl.broadcast_to({cast}, (BLOCK_M, 1)), mask=rmask[:, None])"
+            )
     acc_t = "tl.int32" if int8 else "tl.float32"
     accs = "\n".join(f"    acc{i} = tl.zeros((BLOCK_M, BLOCK_N), dtype={acc_t})" for i in range(len(spec.operands)))
-    args = ",\n    ".join([
-        "# pointers: activations, weight operands, epilogue inputs, outputs\n    " + ", ".join(ptrs),
-        "# shapes: A is [M, K], outputs [M, N] with leading dims D*\n    " + ", ".join(["M", "N", "K", *dims]),
-        "# strides (elements) and group sizes\n    " + ", ".join(strides),
-        "# meta-parameters\n    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr",
-    ])
+    args = ",\n    ".join(
+        [
+            "# pointers: activations, weight operands, epilogue inputs, outputs\n    " + ", ".join(ptrs),
+            "# shapes: A is [M, K], outputs [M, N] with leading dims D*\n    " + ", ".join(["M", "N", "K", *dims]),
+            "# strides (elements) and group sizes\n    " + ", ".join(strides),
+            "# meta-parameters\n    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr",
+        ]
+    )
     fmts = ", ".join(op.fmt for op in spec.operands)
     ops = ", ".join(e.op for e in spec.epilogue) or "none"
     return f'''import triton
@@ -274,9 +288,16 @@ def kernel(
 # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages): tutorial 03's list plus small-M tiles
 # for decode (M <= 16), where the weight stream dominates and wide N/K tiles keep it coalesced.
 GEMM_CONFIGS = [
-    (128, 256, 64, 8, 8, 3), (64, 256, 32, 8, 4, 4), (128, 128, 32, 8, 4, 4), (128, 64, 32, 8, 4, 4),
-    (64, 128, 32, 8, 4, 4), (64, 64, 64, 8, 4, 3), (32, 64, 32, 8, 2, 5),
-    (16, 64, 128, 1, 4, 4), (16, 128, 128, 1, 4, 4), (16, 256, 64, 1, 8, 3),
+    (128, 256, 64, 8, 8, 3),
+    (64, 256, 32, 8, 4, 4),
+    (128, 128, 32, 8, 4, 4),
+    (128, 64, 32, 8, 4, 4),
+    (64, 128, 32, 8, 4, 4),
+    (64, 64, 64, 8, 4, 3),
+    (32, 64, 32, 8, 2, 5),
+    (16, 64, 128, 1, 4, 4),
+    (16, 128, 128, 1, 4, 4),
+    (16, 256, 64, 1, 8, 3),
 ]
 
 
@@ -355,6 +376,8 @@ class GemmKernel:
             extra = {}
             if spec.rows_in_epilogue:
                 extra["BLOCK_N"] = max(16, triton.next_power_of_2(N))
-            grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta.get("BLOCK_N", extra.get("BLOCK_N"))),)
+            grid = lambda meta: (
+                triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta.get("BLOCK_N", extra.get("BLOCK_N"))),
+            )
             self.kernel[grid](*args, M, N, K, *dom[:-1], *strides, **extra)
         return tuple(outs)

@@ -106,15 +106,18 @@ class GemmDispatch:
             return self.compressed(*xs)
         if self.dense is None:
             self.dense = GemmKernel(self.dense_region, "gemm")
-            self.dense_weights = [_dequantize_torch(e, [xs[self.region.inputs.index(a)] for a in e.inputs]) for e in self.dequants]
+            self.dense_weights = [
+                _dequantize_torch(e, [xs[self.region.inputs.index(a)] for a in e.inputs]) for e in self.dequants
+            ]
         return self.dense(*xs, *self.dense_weights)
 
 
 def _dense_variant(region: Graph) -> tuple[Graph, list[Eqn]]:
     """The region with each weight dequantize hoisted out: its result becomes an extra input."""
     dq = [e for e in region.eqns if e.op == "dequantize"]
-    return Graph(region.inputs + tuple(e.out for e in dq), tuple(e for e in region.eqns if e.op != "dequantize"),
-                 region.outputs), dq
+    return Graph(
+        region.inputs + tuple(e.out for e in dq), tuple(e for e in region.eqns if e.op != "dequantize"), region.outputs
+    ), dq
 
 
 def _dequantize_torch(e: Eqn, ts) -> torch.Tensor:
@@ -155,9 +158,16 @@ def _single_dot_region(e: Eqn) -> Optional[Graph]:
     return Graph((xi, wi), (d,), d.outputs)
 
 
-def lower(graph: Graph, *, device=None, tensors: Optional[Mapping[str, torch.Tensor]] = None,
-          opaque: Optional[Mapping[str, Any]] = None, fallback: str = "error", report=None,
-          device_name: Optional[str] = None):
+def lower(
+    graph: Graph,
+    *,
+    device=None,
+    tensors: Optional[Mapping[str, torch.Tensor]] = None,
+    opaque: Optional[Mapping[str, Any]] = None,
+    fallback: str = "error",
+    report=None,
+    device_name: Optional[str] = None,
+):
     """An FX GraphModule running ``graph`` with Triton kernels (see the module docstring).
 
     Args:
@@ -235,8 +245,9 @@ def _gemm(region: Graph, kind: str, outer_inputs, name: str, peaks, report) -> C
             d = GemmDispatch(region, kind, fmt, idx, peaks, name)
             n = spec.dots[0].out.type.shape[-1]
             if isinstance(n, int):  # the roofline's decisions at decode, small-batch and prefill sizes
-                report_decisions(report, [d.choice(m, n) for m in (1, 16, 2048)], kind=kind, backend="triton",
-                                 device=peaks.name)
+                report_decisions(
+                    report, [d.choice(m, n) for m in (1, 16, 2048)], kind=kind, backend="triton", device=peaks.name
+                )
             return d
     _row(report, name, kind=kind, kernel="+".join(op.fmt for op in spec.operands))
     return GemmKernel(region, kind)

@@ -109,17 +109,23 @@ def generate(region: Graph, kind: str) -> str:
             em.line(f"tl.store(out{i} + off_out{i}[:, None] + cols[None, :] * out{i}_s{rank - 1}, "
                     f"tl.broadcast_to({cast}, (BLOCK_M, BLOCK_N)), mask=mask)")
         else:
-            em.line(f"tl.store(out{i} + off_out{i}[:, None], tl.broadcast_to({cast}, (BLOCK_M, 1)), mask=rmask[:, None])")
+            em.line(
+                f"tl.store(out{i} + off_out{i}[:, None], tl.broadcast_to({cast}, (BLOCK_M, 1)), mask=rmask[:, None])"
+            )
     configs = _configs(reduction)
-    args = ",\n    ".join([
-        "# pointers: region inputs, then outputs\n    " + ", ".join(ptrs),
-        "# shape: rows, columns, leading dims\n    " + ", ".join(["M", "N", *dims]),
-        "# strides (elements) per tensor and dim; 0 where broadcast\n    " + ", ".join(strides),
-        "# tile sizes\n    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr",
-    ])
+    args = ",\n    ".join(
+        [
+            "# pointers: region inputs, then outputs\n    " + ", ".join(ptrs),
+            "# shape: rows, columns, leading dims\n    " + ", ".join(["M", "N", *dims]),
+            "# strides (elements) per tensor and dim; 0 where broadcast\n    " + ", ".join(strides),
+            "# tile sizes\n    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr",
+        ]
+    )
     body = "\n".join(em.lines)
-    doc = f'    """Fused {kind} region: {", ".join(e.op for e in region.eqns)} (see pared.backends.triton.pointwise)."""'
-    return f'''import triton
+    doc = (
+        f'    """Fused {kind} region: {", ".join(e.op for e in region.eqns)} (see pared.backends.triton.pointwise)."""'
+    )
+    return f"""import triton
 import triton.language as tl
 
 
@@ -136,7 +142,7 @@ def kernel(
     rmask = rows < M
     mask = rmask[:, None] & (cols < N)[None, :]
 {body}
-'''
+"""
 
 
 def _is_full(shape, rank: int) -> bool:
@@ -203,7 +209,7 @@ class PointwiseKernel:
 def _out_shape(v, o: torch.Tensor) -> list[int]:
     """The output's own rank (e.g. a [N] output of a region whose domain is [1, N])."""
     shape = list(o.shape)
-    return shape[len(shape) - v.type.rank:] if v.type.rank < len(shape) else shape
+    return shape[len(shape) - v.type.rank :] if v.type.rank < len(shape) else shape
 
 
 def _broadcast_strides(t: torch.Tensor, dom: list[int]) -> list[int]:

@@ -260,7 +260,9 @@ def _dot_general(env, eqn, x, y):
     (lc, rc), (lb, rb) = eqn.attrs["contract"], eqn.attrs["batch"]
     lc, lb, rc, rb = (tuple(a % r for a in axes) for axes, r in ((lc, x.ndim), (lb, x.ndim), (rc, y.ndim), (rb, y.ndim)))
     return lax.dot_general(
-        x, y, ((lc, rc), (lb, rb)),
+        x,
+        y,
+        ((lc, rc), (lb, rb)),
         preferred_element_type=jax_dtype(out) if out is not None else None,
     )
 
@@ -295,8 +297,13 @@ def _conv(env, eqn, x, w):
     dn = ("NC" + sp, "OI" + sp, "NC" + sp)
     out = a["out_dtype"]
     return lax.conv_general_dilated(
-        x, w, window_strides=tuple(a["strides"]), padding=[tuple(p) for p in a["padding"]],
-        rhs_dilation=tuple(a["dilation"]), dimension_numbers=dn, feature_group_count=a["groups"],
+        x,
+        w,
+        window_strides=tuple(a["strides"]),
+        padding=[tuple(p) for p in a["padding"]],
+        rhs_dilation=tuple(a["dilation"]),
+        dimension_numbers=dn,
+        feature_group_count=a["groups"],
         preferred_element_type=jax_dtype(out) if out is not None else None,
     )
 
@@ -404,7 +411,9 @@ def _topk_mask(env, eqn, x):
     jnp = _jnp()
     k, axis = eqn.attrs["k"], eqn.attrs["axis"]
     key = jnp.where(jnp.isnan(x), -jnp.inf, x)  # nan is never selected ahead of a number
-    idx = jnp.take(jnp.argsort(key, axis=axis, stable=True, descending=True), jnp.arange(k), axis=axis)  # ties: lower index
+    idx = jnp.take(
+        jnp.argsort(key, axis=axis, stable=True, descending=True), jnp.arange(k), axis=axis
+    )  # ties: lower index
     return jnp.put_along_axis(jnp.zeros(x.shape, bool), idx, True, axis=axis, inplace=False)
 
 

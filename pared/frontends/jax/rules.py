@@ -365,7 +365,9 @@ def _pad(em, eqn, ins):
 @rule("iota")
 def _iota(em, eqn, ins):
     p = eqn.params
-    return [em.op("iota", shape=tuple(int(d) for d in p["shape"]), axis=p["dimension"], dtype=_aval_dtype(eqn.outvars[0]))]
+    return [
+        em.op("iota", shape=tuple(int(d) for d in p["shape"]), axis=p["dimension"], dtype=_aval_dtype(eqn.outvars[0]))
+    ]
 
 
 @rule("gather")
@@ -374,8 +376,10 @@ def _gather(em, eqn, ins):
     x, idx = ins
     p = eqn.params
     dn = p["dimension_numbers"]
-    if dn.operand_batching_dims or len(dn.collapsed_slice_dims) != 1 or tuple(dn.start_index_map) != tuple(
-        dn.collapsed_slice_dims
+    if (
+        dn.operand_batching_dims
+        or len(dn.collapsed_slice_dims) != 1
+        or tuple(dn.start_index_map) != tuple(dn.collapsed_slice_dims)
     ):
         em.refuse(f"gather with dimension numbers {dn} (only np.take-style gathers map to take)")
     (a,) = dn.collapsed_slice_dims

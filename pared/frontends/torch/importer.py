@@ -427,7 +427,17 @@ def _fold(node: fx.Node, args, kwargs) -> Optional[torch.Tensor]:
     return value if isinstance(value, torch.Tensor) else None
 
 
-_NUMPY_OK = {torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool}
+_NUMPY_OK = {
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+}
 
 
 def _method(name: str) -> Callable:
@@ -493,14 +503,20 @@ def dynamo_placeholders(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> li
     for node, ex in zip(nodes, example_inputs):
         ga = node.meta.get("grapharg")
         src = getattr(ga, "source", None)
-        sname = src.name if src is not None and isinstance(getattr(src, "name", None), str) else (src.name() if src is not None else "")
+        sname = (
+            src.name
+            if src is not None and isinstance(getattr(src, "name", None), str)
+            else (src.name() if src is not None else "")
+        )
         if isinstance(ex, torch.SymInt) or isinstance(_meta(node), torch.SymInt):
             out.append(SymInput())
         elif isinstance(ex, torch.Tensor) and (
             isinstance(ex, torch.nn.Parameter) or "_parameters[" in sname or "_buffers[" in sname
         ):
             value = getattr(ga, "example", None) if ga is not None else None
-            out.append(Weight(module_path(sname) if sname else node.name, value if isinstance(value, torch.Tensor) else ex))
+            out.append(
+                Weight(module_path(sname) if sname else node.name, value if isinstance(value, torch.Tensor) else ex)
+            )
         elif isinstance(ex, torch.Tensor):
             out.append(UserInput())
         else:

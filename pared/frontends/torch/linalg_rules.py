@@ -117,7 +117,12 @@ def _repeat_heads(cx, t, heads):
     """(..., Hkv, S, E) -> (..., H, S, E) repeating each kv head H/Hkv times (GQA)."""
     *lead, hk, s, e = t.type.shape
     rep = D.exact_div(heads, hk)
-    x = cx.emit("broadcast_in_dim", t, shape=(*lead, hk, rep, s, e), dims=(*range(len(lead)), len(lead), len(lead) + 2, len(lead) + 3))
+    x = cx.emit(
+        "broadcast_in_dim",
+        t,
+        shape=(*lead, hk, rep, s, e),
+        dims=(*range(len(lead)), len(lead), len(lead) + 2, len(lead) + 3),
+    )
     return cx.emit("reshape", x, shape=(*lead, heads, s, e))
 
 

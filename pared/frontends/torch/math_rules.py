@@ -78,9 +78,11 @@ def _pow(cx, x, y):
 
 
 for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
-    rule(_name, f"aten.{_name}", {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal"}.get(_name, _name))(
-        (lambda op: lambda cx, x, y: binary(cx, op, x, y))(_name)
-    )
+    rule(
+        _name,
+        f"aten.{_name}",
+        {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal"}.get(_name, _name),
+    )((lambda op: lambda cx, x, y: binary(cx, op, x, y))(_name))
 
 
 def _logical(op):
@@ -95,8 +97,12 @@ def _logical(op):
     return fn
 
 
-rule("and_", "__and__", "bitwise_and", "logical_and", "aten.__and__", "aten.bitwise_and", "aten.logical_and")(_logical("logical_and"))
-rule("or_", "__or__", "bitwise_or", "logical_or", "aten.__or__", "aten.bitwise_or", "aten.logical_or")(_logical("logical_or"))
+rule("and_", "__and__", "bitwise_and", "logical_and", "aten.__and__", "aten.bitwise_and", "aten.logical_and")(
+    _logical("logical_and")
+)
+rule("or_", "__or__", "bitwise_or", "logical_or", "aten.__or__", "aten.bitwise_or", "aten.logical_or")(
+    _logical("logical_or")
+)
 
 
 @rule("invert", "bitwise_not", "logical_not", "aten.bitwise_not", "aten.logical_not")
@@ -122,7 +128,23 @@ def _unary(op):
     return fn
 
 
-for _op in ("abs", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "silu", "sin", "cos", "erf", "reciprocal", "floor", "sign"):
+for _op in (
+    "abs",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "tanh",
+    "sigmoid",
+    "relu",
+    "silu",
+    "sin",
+    "cos",
+    "erf",
+    "reciprocal",
+    "floor",
+    "sign",
+):
     rule(_op, f"aten.{_op}", f"{_op}_")(_unary(_op))
 
 
@@ -202,7 +224,18 @@ def _identity(cx, x, *args, **kwargs):
     return x
 
 
-for _k in ("contiguous", "clone", "detach", "aten.clone", "aten.alias", "aten.detach", "aten.contiguous", "aten.lift_fresh_copy", "cpu", "cuda"):
+for _k in (
+    "contiguous",
+    "clone",
+    "detach",
+    "aten.clone",
+    "aten.alias",
+    "aten.detach",
+    "aten.contiguous",
+    "aten.lift_fresh_copy",
+    "cpu",
+    "cuda",
+):
     RULES[_k] = _identity
 
 
@@ -210,8 +243,17 @@ def _none(cx, *args, **kwargs):
     return None
 
 
-for _k in ("_set_grad_enabled", "_log_api_usage_once", "_enter_autocast", "_exit_autocast", "aten._assert_tensor_metadata",
-           "aten._assert_async", "_assert", "aten.sym_constrain_range_for_size", "aten._assert_scalar"):
+for _k in (
+    "_set_grad_enabled",
+    "_log_api_usage_once",
+    "_enter_autocast",
+    "_exit_autocast",
+    "aten._assert_tensor_metadata",
+    "aten._assert_async",
+    "_assert",
+    "aten.sym_constrain_range_for_size",
+    "aten._assert_scalar",
+):
     RULES[_k] = _none
 
 
@@ -231,8 +273,15 @@ def _type_as(cx, x, other):
     return cx.cast(x, other.type.dtype)
 
 
-for _m, _dt in (("float", DT.f32), ("double", DT.f64), ("half", DT.f16), ("bfloat16", DT.bf16), ("long", DT.i64),
-                ("int", DT.i32), ("bool", DT.boolean)):
+for _m, _dt in (
+    ("float", DT.f32),
+    ("double", DT.f64),
+    ("half", DT.f16),
+    ("bfloat16", DT.bf16),
+    ("long", DT.i64),
+    ("int", DT.i32),
+    ("bool", DT.boolean),
+):
     RULES[_m] = (lambda dt: lambda cx, x, *a, **k: cx.cast(x, dt))(_dt)
 
 
@@ -292,7 +341,9 @@ def _cumsum(cx, x, dim, *, dtype=None):
 
 
 def _var(sqrt: bool):
-    return lambda cx, x, dim=None, unbiased=None, keepdim=False, *, correction=None: variance(cx, x, dim, unbiased, keepdim, correction, sqrt)
+    return lambda cx, x, dim=None, unbiased=None, keepdim=False, *, correction=None: variance(
+        cx, x, dim, unbiased, keepdim, correction, sqrt
+    )
 
 
 def variance(cx, x, dim, unbiased, keepdim, correction, sqrt):
@@ -370,5 +421,3 @@ def _embedding(cx, ids, weight, padding_idx=None, max_norm=None, *args, **kwargs
 @rule("aten.embedding")
 def _aten_embedding(cx, weight, ids, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
     return cx.emit("take", weight, ids, axis=0)
-
-

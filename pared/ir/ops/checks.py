@@ -61,7 +61,9 @@ def window_dims(op: str, x: TensorType, window, strides, padding, dilation=None)
         raise TypeInferenceError(f"{where}: input must be (N, C, spatial...) with {k} spatial dims")
     if not len(strides) == len(padding) == len(dilation) == k or any(len(p) != 2 for p in padding):
         raise TypeInferenceError(f"{where}: need one stride, dilation and (lo, hi) pad per spatial dim")
-    if any(isinstance(v, int) and v < 1 for v in (*window, *strides, *dilation)) or any(p < 0 for pair in padding for p in pair):
+    if any(isinstance(v, int) and v < 1 for v in (*window, *strides, *dilation)) or any(
+        p < 0 for pair in padding for p in pair
+    ):
         raise TypeInferenceError(f"{where}: window, strides and dilation must be >= 1, padding >= 0")
     out = []
     for n, w, s, (lo, hi), d in zip(x.shape[2:], window, strides, padding, dilation):

@@ -24,8 +24,19 @@ def _binary(name, fn, dtypes, doc, commutative=False, out_dtype=None, flops=1):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return fn(x, y)
 
-    register(OpDef(name, infer, impl, arity=2, cost=elementwise_cost(flops), commutative=commutative, dtypes=dtypes, doc=doc,
-                   traits={"elementwise"}))
+    register(
+        OpDef(
+            name,
+            infer,
+            impl,
+            arity=2,
+            cost=elementwise_cost(flops),
+            commutative=commutative,
+            dtypes=dtypes,
+            doc=doc,
+            traits={"elementwise"},
+        )
+    )
 
 
 def _div(x, y):
@@ -45,7 +56,12 @@ _binary("maximum", np.maximum, NUMERIC, "elementwise max, nan propagates", commu
 _binary("minimum", np.minimum, NUMERIC, "elementwise min, nan propagates", commutative=True)
 for _name, _fn, _sym in (("eq", np.equal, "=="), ("ne", np.not_equal, "!=")):
     _binary(_name, _fn, NUMERIC + (DT.boolean,), f"x {_sym} y -> bool", commutative=True, out_dtype=DT.boolean)
-for _name, _fn, _sym in (("lt", np.less, "<"), ("le", np.less_equal, "<="), ("gt", np.greater, ">"), ("ge", np.greater_equal, ">=")):
+for _name, _fn, _sym in (
+    ("lt", np.less, "<"),
+    ("le", np.less_equal, "<="),
+    ("gt", np.greater, ">"),
+    ("ge", np.greater_equal, ">="),
+):
     _binary(_name, _fn, NUMERIC, f"x {_sym} y -> bool", out_dtype=DT.boolean)
 _binary("logical_and", np.logical_and, (DT.boolean,), "boolean and", commutative=True)
 _binary("logical_or", np.logical_or, (DT.boolean,), "boolean or", commutative=True)

@@ -16,7 +16,9 @@ from .pool import windows
 def _dot_axes(contract, batch, lrank: int, rrank: int):
     """(lc, rc, lb, rb) with negative axes counted from the end."""
     (lc, rc), (lb, rb) = contract, batch
-    return tuple(tuple(a % n if -n <= a < 0 else a for a in ax) for ax, n in ((lc, lrank), (rc, rrank), (lb, lrank), (rb, rrank)))
+    return tuple(
+        tuple(a % n if -n <= a < 0 else a for a in ax) for ax, n in ((lc, lrank), (rc, rrank), (lb, lrank), (rb, rrank))
+    )
 
 
 def _dot_dims(ts, attrs):
@@ -103,7 +105,9 @@ def _conv_infer(ts, attrs):
     x, w = ts
     g = attrs["groups"]
     if x.rank < 3 or w.rank != x.rank:
-        raise TypeInferenceError(f"conv: need x (N, C, spatial...) and w (O, C/groups, k...) of equal rank, got {x} and {w}")
+        raise TypeInferenceError(
+            f"conv: need x (N, C, spatial...) and w (O, C/groups, k...) of equal rank, got {x} and {w}"
+        )
     out_dtype = attrs["out_dtype"]
     if out_dtype is None:
         if x.dtype != w.dtype:

@@ -1,8 +1,10 @@
 """``opaque``: a framework call pared does not model (kept as is, run by its own backend).
 
 The IR keeps only its output types and a ``target`` key; the frontend that made it keeps the
-callable in a side table of the lowered module. The reference interpreter cannot run it and says
-so; passes treat it as impure (never removed, merged or folded).
+callable in a side table of the lowered module. The reference interpreter runs it only when the
+caller hands it that table (``run_graph(..., opaque={target: fn})``, which the torch frontends do:
+the callable then runs on the host framework, and the report names each such op); without one it
+says which op it cannot run. Passes treat it as impure (never removed, merged or folded).
 """
 
 from __future__ import annotations

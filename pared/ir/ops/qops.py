@@ -68,9 +68,13 @@ def _infer(ts, attrs):
         if q.dtype.name not in ACT_QMAX:
             raise TypeInferenceError(f"qlinear: act={act} needs an i8 or f8e4m3 weight, got {q.dtype}")
         if zero is not None or groups != 1:
-            raise TypeInferenceError("qlinear: quantized activations need a symmetric per-channel weight (no zero, no groups)")
+            raise TypeInferenceError(
+                "qlinear: quantized activations need a symmetric per-channel weight (no zero, no groups)"
+            )
         if act_dtype is not None:
-            raise TypeInferenceError("qlinear: act_dtype applies to act=none only (quantized activations take q's dtype)")
+            raise TypeInferenceError(
+                "qlinear: act_dtype applies to act=none only (quantized activations take q's dtype)"
+            )
     if act_scale is not None and (act_scale.shape not in ((), (1,)) or not act_scale.dtype.is_float):
         raise TypeInferenceError(f"qlinear: act_scale must be a float scalar, got {act_scale}")
     if act_dtype is not None and not act_dtype.is_float:

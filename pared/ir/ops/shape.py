@@ -51,7 +51,9 @@ def _transpose_infer(ts, attrs):
     (x,) = ts
     perm = attrs["perm"]
     if sorted(perm) != list(range(x.rank)):
-        raise TypeInferenceError(f"transpose: perm {perm} is not a permutation of the {x.rank} axes of {format_shape(x.shape)}")
+        raise TypeInferenceError(
+            f"transpose: perm {perm} is not a permutation of the {x.rank} axes of {format_shape(x.shape)}"
+        )
     return [TensorType(tuple(x.shape[p] for p in perm), x.dtype)]
 
 

@@ -79,8 +79,19 @@ def _rule(name, kinds):
 
 def _unary(name, impl, dtypes, doc, flops=1, attrs=None):
     kinds = tuple(dict.fromkeys(d.kind for d in dtypes))
-    register(OpDef(name, _rule(name, kinds), impl, attrs=attrs or {}, arity=1, cost=elementwise_cost(flops), dtypes=dtypes, doc=doc,
-                   traits={"elementwise"}))
+    register(
+        OpDef(
+            name,
+            _rule(name, kinds),
+            impl,
+            attrs=attrs or {},
+            arity=1,
+            cost=elementwise_cost(flops),
+            dtypes=dtypes,
+            doc=doc,
+            traits={"elementwise"},
+        )
+    )
 
 
 _unary("neg", np.negative, NUMERIC, "-x")

@@ -326,8 +326,13 @@ def _nbytes(t, env) -> int:
     return int(np.prod(shape, dtype=np.int64)) * max(1, int(np.ceil(t.dtype.bits / 8)))
 
 
-def memory_plan(graph: Graph, batches: Sequence[tuple], request: CalibrationRequest,
-                needed: Optional[set[int]] = None, last_use: Optional[dict] = None) -> str:
+def memory_plan(
+    graph: Graph,
+    batches: Sequence[tuple],
+    request: CalibrationRequest,
+    needed: Optional[set[int]] = None,
+    last_use: Optional[dict] = None,
+) -> str:
     """A few lines: batches and tokens, equations to run, peak live activations, statistics, weights."""
     needed = _needed_eqns(graph, request.sites) if needed is None else needed
     last_use = _last_uses(graph, needed, request.sites) if last_use is None else last_use
@@ -348,10 +353,12 @@ def memory_plan(graph: Graph, batches: Sequence[tuple], request: CalibrationRequ
         stat = max(stat, 8 * n_in * n_in * square + 8 * n_in * (len(specs) + 1))
     wbytes = sum(np.asarray(w).nbytes for w in graph.weights.values())
     where = f" (at equation {at}: {graph.eqns[at].op})" if at is not None else ""
-    return (f"  {len(batches)} batch(es); {len(needed)} of {len(graph.eqns)} equations reach the "
-            f"{len(request.sites)} weight site(s)\n"
-            f"  peak live activations {_mib(peak)}{where} + statistics {_mib(stat)} (largest site) "
-            f"+ weights {_mib(wbytes)}")
+    return (
+        f"  {len(batches)} batch(es); {len(needed)} of {len(graph.eqns)} equations reach the "
+        f"{len(request.sites)} weight site(s)\n"
+        f"  peak live activations {_mib(peak)}{where} + statistics {_mib(stat)} (largest site) "
+        f"+ weights {_mib(wbytes)}"
+    )
 
 
 def _mib(n: int) -> str:
@@ -395,8 +402,11 @@ class _Progress:
             pct = 10 * self.n // self.total
             if pct != self._shown:
                 self._shown = pct
-                print(f"calibrating ({self.name}): {self.n}/{self.total} equations, "
-                      f"{time.perf_counter() - self._t0:.0f} s", file=sys.stderr)
+                print(
+                    f"calibrating ({self.name}): {self.n}/{self.total} equations, "
+                    f"{time.perf_counter() - self._t0:.0f} s",
+                    file=sys.stderr,
+                )
 
     def close(self) -> None:
         if self._bar is not None:

@@ -304,7 +304,9 @@ def _check_shapes(graph: Graph, batch: tuple, b: int) -> None:
             if isinstance(d, D.Sym) and len(d.symbols) == 1 and d == D.Sym.name(next(iter(d.symbols))):
                 s = next(iter(d.symbols))
                 if env.setdefault(s, int(n)) != int(n):
-                    raise CalibrationError(f"calibration batch {b}, input {k}: dim {s} is {env[s]} elsewhere but {n} here")
+                    raise CalibrationError(
+                        f"calibration batch {b}, input {k}: dim {s} is {env[s]} elsewhere but {n} here"
+                    )
     for k, (v, x) in enumerate(zip(graph.inputs, batch)):
         shape = tuple(int(n) for n in getattr(x, "shape", np.shape(x)))
         try:
@@ -312,7 +314,9 @@ def _check_shapes(graph: Graph, batch: tuple, b: int) -> None:
         except KeyError:
             continue
         if want != shape:
-            raise CalibrationError(f"calibration batch {b}, input {k}: expected shape {list(want)} ({v.type}), got {list(shape)}")
+            raise CalibrationError(
+                f"calibration batch {b}, input {k}: expected shape {list(want)} ({v.type}), got {list(shape)}"
+            )
 
 
 def _is_array(x) -> bool:

@@ -95,7 +95,9 @@ class _Folder:
             return None
         res = list(res) if isinstance(res, (tuple, list)) else [res]
         if len(res) != len(e.outputs):
-            raise RewriteError(f"fold: {e.op}'s reference impl returned {len(res)} values for {len(e.outputs)} outputs", e)
+            raise RewriteError(
+                f"fold: {e.op}'s reference impl returned {len(res)} values for {len(e.outputs)} outputs", e
+            )
         outs = []
         for v, r in zip(e.outputs, res):
             r = round_to(v.type.dtype, np.asarray(r))

@@ -14,4 +14,12 @@ from .fuse import Fuse
 from .gemm_epilogue import FuseGemmEpilogue
 from .reduction import FuseReductions
 
-__all__ = ["Fuse", "FuseAttention", "FuseDequant", "FuseElementwise", "FuseGemmEpilogue", "FuseReductions", "count_launches"]
+__all__ = [
+    "Fuse",
+    "FuseAttention",
+    "FuseDequant",
+    "FuseElementwise",
+    "FuseGemmEpilogue",
+    "FuseReductions",
+    "count_launches",
+]

@@ -58,7 +58,12 @@ def _dot_axes(e: Eqn) -> tuple[tuple[int, ...], ...]:
     """(lhs contract, rhs contract, lhs batch, rhs batch), axes made non-negative."""
     (lc, rc), (lb, rb) = e.attrs["contract"], e.attrs["batch"]
     lr, rr = e.inputs[0].type.rank, e.inputs[1].type.rank
-    return tuple(lc_ % lr for lc_ in lc), tuple(a % rr for a in rc), tuple(a % lr for a in lb), tuple(a % rr for a in rb)
+    return (
+        tuple(lc_ % lr for lc_ in lc),
+        tuple(a % rr for a in rc),
+        tuple(a % lr for a in lb),
+        tuple(a % rr for a in rb),
+    )
 
 
 def _free(rank: int, used: tuple[int, ...]) -> tuple[int, ...]:
@@ -127,7 +132,7 @@ def _repeat_kv(t: Atom, view: RewriteView, nb: int) -> Optional[tuple[Atom, int]
     if bc is None or bc.op != "broadcast_in_dim" or bc.out.type.rank != t.type.rank + 1:
         return None
     shape = bc.out.type.shape
-    lead, hkv, rep, tail = shape[: nb - 1], shape[nb - 1], shape[nb], shape[nb + 1:]
+    lead, hkv, rep, tail = shape[: nb - 1], shape[nb - 1], shape[nb], shape[nb + 1 :]
     if not isinstance(rep, int) or rep < 2 or t.type.shape != (*lead, D.mul(hkv, rep), *tail):
         return None
     src, dims = bc.inputs[0], tuple(bc.attrs["dims"])
@@ -173,7 +178,12 @@ def fuse_attention(e: Eqn, view: RewriteView):
     perms = [(*qb, *_free(r, qb + qc), *qc), (*kb, *_free(r, kb + kc), *kc), (*vb, *vc, *_free(r, vb + vc))]
     q2 = canonical(q, perms[0])
     kv = [_repeat_kv(t, view, nb) if perm == tuple(range(r)) else None for t, perm in ((k, perms[1]), (v, perms[2]))]
-    if kv[0] is not None and kv[1] is not None and kv[0][1] == kv[1][1] and kv[0][0].type.shape[nb - 1] == kv[1][0].type.shape[nb - 1]:
+    if (
+        kv[0] is not None
+        and kv[1] is not None
+        and kv[0][1] == kv[1][1]
+        and kv[0][0].type.shape[nb - 1] == kv[1][0].type.shape[nb - 1]
+    ):
         k2, v2 = kv[0][0], kv[1][0]  # grouped-query: read the kv heads once each
     else:
         k2, v2 = canonical(k, perms[1]), canonical(v, perms[2])

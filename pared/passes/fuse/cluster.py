@@ -61,7 +61,9 @@ def cluster_graph(graph: Graph, *, allow_reductions: bool, keep: Callable[[_Clus
             cid = where.get(p) if p is not None else None
             if cid is None or not _fits(e, role, clusters[cid]):
                 continue
-            others = [producer[b] for b in e.inputs if isinstance(b, Var) and b in producer and where.get(producer[b]) != cid]
+            others = [
+                producer[b] for b in e.inputs if isinstance(b, Var) and b in producer and where.get(producer[b]) != cid
+            ]
             if reaches(cid, others):
                 continue
             clusters[cid].members.append(i)

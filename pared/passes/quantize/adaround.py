@@ -127,11 +127,16 @@ class AdaRound(CalibratedWeightQuantizer):
     def solve(self, w: np.ndarray, stats: Stats) -> Solution:
         scheme = self.weight_scheme()
         h = stats.hessian
-        q, s, z, dq = adaround_quantize(w, h, scheme, iters=self.iters, lr=self.lr, reg=self.reg, warmup=self.warmup,
-                                        observer=self.observer)
+        q, s, z, dq = adaround_quantize(
+            w, h, scheme, iters=self.iters, lr=self.lr, reg=self.reg, warmup=self.warmup, observer=self.observer
+        )
         qr, _, _ = rtn_quantize(w, scheme, self.observer)
-        info = {"recon_err": reconstruction_error(w, dq, h),
-                "recon_err_rtn": reconstruction_error(w, dequantize_with(qr, s, z, scheme), h),
-                "flipped": float((q != qr).mean()), "tokens": int(stats.count), "iters": self.iters,
-                "observer": self.observer}
+        info = {
+            "recon_err": reconstruction_error(w, dq, h),
+            "recon_err_rtn": reconstruction_error(w, dequantize_with(qr, s, z, scheme), h),
+            "flipped": float((q != qr).mean()),
+            "tokens": int(stats.count),
+            "iters": self.iters,
+            "observer": self.observer,
+        }
         return Solution(q, s, z, dequantized=dq, info=info)

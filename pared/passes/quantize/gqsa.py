@@ -28,7 +28,9 @@ from .gptq import gptq_quantize
 from .scheme import QuantizationError, SchemeKind, WeightScheme
 
 
-def group_mask(w: np.ndarray, h: np.ndarray, block: int, sparsity: float, score: str = "obs", damp: float = 0.01) -> np.ndarray:
+def group_mask(
+    w: np.ndarray, h: np.ndarray, block: int, sparsity: float, score: str = "obs", damp: float = 0.01
+) -> np.ndarray:
     """Bool (out, in) keep-mask without the lowest-scoring ``sparsity`` fraction of [1, block] blocks of each row."""
     n, k = w.shape
     if k % block:
@@ -38,7 +40,7 @@ def group_mask(w: np.ndarray, h: np.ndarray, block: int, sparsity: float, score:
         hd[np.diag_indices_from(hd)] += damp * float(np.mean(np.diag(hd)))
         hinv = np.linalg.inv(hd)
         nb = k // block
-        blocks = np.stack([hinv[b * block:(b + 1) * block, b * block:(b + 1) * block] for b in range(nb)])
+        blocks = np.stack([hinv[b * block : (b + 1) * block, b * block : (b + 1) * block] for b in range(nb)])
         binv = np.linalg.inv(blocks)  # (nb, block, block)
         wb = w.astype(np.float64).reshape(n, nb, block)
         cost = np.einsum("rbi,bij,rbj->rb", wb, binv, wb)
@@ -113,7 +115,17 @@ class GQSA(CalibratedWeightQuantizer):
             pruned = w * keep
             if self.refit:  # the kept weights re-solved for the mask: the pruning error is compensated
                 pruned = refit_kept(w, pruned, keep, h, damp=self.damp, iters=self.refit_iters)
-        q, s, z, dq = gptq_quantize(pruned, h, self.weight_scheme(), act_order=self.act_order, damp=self.damp,
-                                    keep_zeros=True)
-        return Solution(q, s, z, dequantized=dq, info={"recon_err": reconstruction_error(w, dq, h),
-                                                       "density": float((pruned != 0).mean()), "block": self.block})
+        q, s, z, dq = gptq_quantize(
+            pruned, h, self.weight_scheme(), act_order=self.act_order, damp=self.damp, keep_zeros=True
+        )
+        return Solution(
+            q,
+            s,
+            z,
+            dequantized=dq,
+            info={
+                "recon_err": reconstruction_error(w, dq, h),
+                "density": float((pruned != 0).mean()),
+                "block": self.block,
+            },
+        )

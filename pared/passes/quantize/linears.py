@@ -69,7 +69,11 @@ def linear_kind(e: Eqn) -> Optional[str]:
     if w.type.rank != 2 or x.type.rank < 1 or e.attrs["batch"] != ((), ()):
         return None
     enc = w.type.encoding
-    if x.type.dtype.name not in FLOAT_ACTS or (enc is not None and enc.kind != "sparse") or w.type.dtype != x.type.dtype:
+    if (
+        x.type.dtype.name not in FLOAT_ACTS
+        or (enc is not None and enc.kind != "sparse")
+        or w.type.dtype != x.type.dtype
+    ):
         return None
     if e.attrs["out_dtype"] not in (None, x.type.dtype):
         return None
@@ -132,8 +136,13 @@ def unquantizable_layers(graph: Graph) -> list[tuple[str, str]]:
             views = [derived[a] for a in ins if isinstance(a, Var) and a in derived]
             if views:
                 name, chain = views[0]
-                out.append((name, f"the {e.op} weight is not a Param but {chain}(@{name}); "
-                                  "run canonicalize first to fold the view into the layer"))
+                out.append(
+                    (
+                        name,
+                        f"the {e.op} weight is not a Param but {chain}(@{name}); "
+                        "run canonicalize first to fold the view into the layer",
+                    )
+                )
     return out
 
 
@@ -159,8 +168,9 @@ def select(sites: Sequence[LinearSite], ignore: Iterable[str] = (), targets: Ite
     return kept, dropped
 
 
-def select_layers(graph: Graph, ctx: PassContext, pass_name: str, ignore: Iterable[str] = (),
-                  targets: Iterable[str] = ()) -> list[LinearSite]:
+def select_layers(
+    graph: Graph, ctx: PassContext, pass_name: str, ignore: Iterable[str] = (), targets: Iterable[str] = ()
+) -> list[LinearSite]:
     """The linear layers a quantization pass rewrites (:func:`select`), with a report row for every
     other weight layer: ignored ones, and those no ``qlinear`` can replace."""
     report_unquantizable(graph, ctx, pass_name, ignore)
@@ -202,10 +212,6 @@ class QuantizedWeight:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
-def float_bytes(t: TensorType) -> int:
-    return packed_nbytes(t)
-
-
 def qlinear_eqn(site: LinearSite, qw: QuantizedWeight, prefix: str, x=None) -> tuple[Eqn, dict, dict]:
     """The ``qlinear`` replacing ``site`` (same output Var) plus its new params' types and values."""
     n, _ = site.n_k
@@ -223,20 +229,23 @@ def qlinear_eqn(site: LinearSite, qw: QuantizedWeight, prefix: str, x=None) -> t
         params[base + ".act_scale"] = st
         values[base + ".act_scale"] = np.asarray(qw.act_scale, np.float32)
         ins.append(Param(base + ".act_scale", st))
-    new = make_eqn("qlinear", ins, {"group_size": qw.group_size, "act": qw.act, "act_dtype": qw.act_dtype}, loc=site.eqn.loc)
+    new = make_eqn(
+        "qlinear", ins, {"group_size": qw.group_size, "act": qw.act, "act_dtype": qw.act_dtype}, loc=site.eqn.loc
+    )
     old = site.eqn.outputs[0]
     if new.outputs[0].type != old.type:
         raise QuantizationError(f"{site.name}: qlinear gives {new.outputs[0].type}, the layer gave {old.type}")
     return new.replace(outputs=(old,)), params, values
 
 
-def report_bytes(graph: Graph, names: Iterable[str]) -> int:
-    types = graph.param_types
-    return sum(packed_nbytes(types[n]) for n in names)
-
-
-def apply_quantized(graph: Graph, ctx: PassContext, pass_name: str, sites: Sequence[LinearSite],
-                    solve: Callable[[LinearSite, np.ndarray], QuantizedWeight], prefix: str = "") -> Graph:
+def apply_quantized(
+    graph: Graph,
+    ctx: PassContext,
+    pass_name: str,
+    sites: Sequence[LinearSite],
+    solve: Callable[[LinearSite, np.ndarray], QuantizedWeight],
+    prefix: str = "",
+) -> Graph:
     """Replace each site with a qlinear from ``solve(site, W[N, K])``; report one row per layer.
 
     ``solve`` may raise QuantizationError (the pass fails, naming the layer) or return None
@@ -290,8 +299,10 @@ def apply_quantized(graph: Graph, ctx: PassContext, pass_name: str, sites: Seque
         if n in used:
             ctx.report.add(pass_name, n, note="float weight kept: it has other uses (e.g. a tied embedding)")
     if drop:
-        g = g.replace(params=tuple(p for p in g.params if p.name not in drop),
-                      weights={k: v for k, v in g.weights.items() if k not in drop})
+        g = g.replace(
+            params=tuple(p for p in g.params if p.name not in drop),
+            weights={k: v for k, v in g.weights.items() if k not in drop},
+        )
     return g
 
 
@@ -354,7 +365,9 @@ def model_bytes(graph: Graph) -> int:
                 kept = as_numpy(v) != 0
             elif p.name in qparams:
                 s, z, gs = qparams[p.name]
-                get = lambda a: np.asarray(graph.weights[a.name]) if isinstance(a, Param) and a.name in graph.weights else None
+                get = lambda a: (
+                    np.asarray(graph.weights[a.name]) if isinstance(a, Param) and a.name in graph.weights else None
+                )
                 if get(s) is not None and (z is None or get(z) is not None):
                     kept = dequantize_weight(np.asarray(v), get(s), get(z) if z is not None else None, gs) != 0
         total += stored_nbytes(p.type, kept)

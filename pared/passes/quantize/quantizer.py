@@ -33,6 +33,7 @@ class WeightQuantizer(Pass):
         targets: tuple[str, ...]
 
     ragged: ClassVar[str] = "allow"
+    rewrites_layers: ClassVar[bool] = True
     act_dtype: ClassVar[Optional[str]] = None
 
     def __post_init__(self) -> None:

@@ -54,7 +54,15 @@ class QuantizeWeights(WeightQuantizer):
 
         def quantize(site, w):
             q, scale, zero = rtn_quantize(w, scheme, self.observer, self.percentile)
-            return QuantizedWeight(q, scale, zero, scheme.q_type(*w.shape), scheme.group_size, act_dtype=self.act_dtype,
-                                   dequantized=dequantize_with(q, scale, zero, scheme), fields={"observer": self.observer})
+            return QuantizedWeight(
+                q,
+                scale,
+                zero,
+                scheme.q_type(*w.shape),
+                scheme.group_size,
+                act_dtype=self.act_dtype,
+                dequantized=dequantize_with(q, scale, zero, scheme),
+                fields={"observer": self.observer},
+            )
 
         return self.quantize_layers(graph, ctx, self.layers(graph, ctx), scheme, quantize)

@@ -80,8 +80,14 @@ class WeightScheme:
     def encoding(self) -> Quant:
         scheme = "float" if self.fp8 else ("sym" if self.symmetric else "asym")
         gs = self.group_size
-        return Quant(self.bits, signed=self.symmetric or self.fp8, scheme=scheme, axis=0, group_size=gs,
-                     group_axis=1 if gs is not None else None)
+        return Quant(
+            self.bits,
+            signed=self.symmetric or self.fp8,
+            scheme=scheme,
+            axis=0,
+            group_size=gs,
+            group_axis=1 if gs is not None else None,
+        )
 
     def q_type(self, n: int, k: int) -> TensorType:
         return TensorType((n, k), self.dtype, self.encoding())
@@ -148,7 +154,9 @@ def params_from_range(lo: np.ndarray, hi: np.ndarray, scheme: WeightScheme):
 def quantize_with(w: np.ndarray, scale, zero, scheme: WeightScheme) -> np.ndarray:
     """q (storage dtype of ``scheme.dtype``) for [N, K] ``w`` and [N, G] scale/zero (the IR op's arithmetic)."""
     ga = 1 if scheme.group_size is not None else None
-    q = _quantize(np.asarray(w, np.float32), scale, zero, dtype=scheme.dtype, group_axis=ga, group_size=scheme.group_size)
+    q = _quantize(
+        np.asarray(w, np.float32), scale, zero, dtype=scheme.dtype, group_axis=ga, group_size=scheme.group_size
+    )
     if not scheme.fp8:
         q = np.clip(q, scheme.qmin, scheme.qmax).astype(scheme.dtype.storage)
     return q

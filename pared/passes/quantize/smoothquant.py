@@ -145,4 +145,3 @@ class SmoothQuant(Pass):
 
 def _nk(site, w: np.ndarray) -> np.ndarray:
     return w if site.layout == "nk" else w.T
-

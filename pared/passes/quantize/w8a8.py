@@ -51,8 +51,13 @@ def static_scales(graph: Graph, ctx: PassContext, sites: Sequence[LinearSite], m
         scales[ws.param] = stats["act_range"].symmetric_scale(qmax)
         return None
 
-    calibrate(graph, ctx, CalibrationRequest(pass_name, wsites, lambda ws: (ActivationRange(method, ws.param),), rewrite,
-                                             sequential=False))
+    calibrate(
+        graph,
+        ctx,
+        CalibrationRequest(
+            pass_name, wsites, lambda ws: (ActivationRange(method, ws.param),), rewrite, sequential=False
+        ),
+    )
     return scales
 
 
@@ -79,7 +84,9 @@ class ActivationQuantizer(WeightQuantizer):
             scales = static_scales(graph, ctx, sites, self.observer, 448.0 if scheme.fp8 else 127.0, self.name)
         return self.quantize_layers(graph, ctx, sites, scheme, lambda site, w: self._quantize(scheme, site, w, scales))
 
-    def _quantize(self, scheme: WeightScheme, site: LinearSite, w: np.ndarray, scales: dict[str, float]) -> QuantizedWeight:
+    def _quantize(
+        self, scheme: WeightScheme, site: LinearSite, w: np.ndarray, scales: dict[str, float]
+    ) -> QuantizedWeight:
         q, s, z = rtn_quantize(w, scheme, self.weight_observer)
         act_scale = None
         if self.activations == "static":
@@ -91,8 +98,17 @@ class ActivationQuantizer(WeightQuantizer):
             fields["act_obs"] = self.observer if act_scale is not None else "per-token"
         if act_scale is not None:
             fields["act_scale"] = act_scale
-        return QuantizedWeight(q, s, z, scheme.q_type(*w.shape), None, act=self.activations, act_scale=act_scale,
-                               dequantized=dequantize_with(q, s, z, scheme), fields=fields)
+        return QuantizedWeight(
+            q,
+            s,
+            z,
+            scheme.q_type(*w.shape),
+            None,
+            act=self.activations,
+            act_scale=act_scale,
+            dequantized=dequantize_with(q, s, z, scheme),
+            fields=fields,
+        )
 
 
 @register_pass("w8a8")

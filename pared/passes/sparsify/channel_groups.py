@@ -260,8 +260,11 @@ def _dot(t: _Tracker, i: int, e, g: int, refuse) -> None:
                 return refuse("contracts the channels with something other than one weight axis")
         else:
             free = [x for x in range(ranks[k]) if x not in contract[k] and x not in batch[k]]
-            pos = len(batch[0]) + (free.index(a) if k == 0 else
-                                   len([x for x in range(ranks[0]) if x not in contract[0] and x not in batch[0]]) + free.index(a))
+            pos = len(batch[0]) + (
+                free.index(a)
+                if k == 0
+                else len([x for x in range(ranks[0]) if x not in contract[0] and x not in batch[0]]) + free.index(a)
+            )
             if out_axis is not None and out_axis != pos:
                 return refuse("carries the channels on two output axes")
             out_axis = pos

@@ -52,7 +52,10 @@ def dsnot(w_dense: np.ndarray, w_sparse: np.ndarray, keep: np.ndarray, h: np.nda
             hg = hr.reshape(rows, G, m) + s[:, :, None] * H[p[:, :, None], gcols[None, :, :]]
             gain = hg ** 2 / dH.reshape(G, m)[None]
             gain[keep.reshape(rows, G, m)] = -np.inf
-            gp = np.take_along_axis(hg, p_in[:, :, None], 2)[:, :, 0] ** 2 / dH.reshape(G, m)[np.arange(G)[None, :], p_in]
+            gp = (
+                np.take_along_axis(hg, p_in[:, :, None], 2)[:, :, 0] ** 2
+                / dH.reshape(G, m)[np.arange(G)[None, :], p_in]
+            )
             np.put_along_axis(gain, p_in[:, :, None], gp[:, :, None], 2)  # p may come back with a better value
             g_in = np.argmax(gain, axis=2)
             total = cp - np.take_along_axis(gain, g_in[:, :, None], 2)[:, :, 0]
@@ -66,7 +69,7 @@ def dsnot(w_dense: np.ndarray, w_sparse: np.ndarray, keep: np.ndarray, h: np.nda
             s_row = Wc[ar, p_row]
             cp = cost[ar, p_row]
             hp = hr + s_row[:, None] * H[p_row]
-            gain = hp ** 2 / dH[None, :]
+            gain = hp**2 / dH[None, :]
             gain[keep] = -np.inf
             gain[ar, p_row] = hp[ar, p_row] ** 2 / dH[p_row]
             g_row = np.argmax(gain, axis=1)

@@ -27,7 +27,9 @@ class Pattern:
         if self.kind == "nm" and in_dim % self.m:
             raise ValueError(f"{where}: pattern {self} needs the input dim ({in_dim}) to be a multiple of {self.m}")
         if self.kind == "block" and (out_dim % self.block[0] or in_dim % self.block[1]):
-            raise ValueError(f"{where}: block {self.block[0]}x{self.block[1]} does not tile the weight ({out_dim} x {in_dim})")
+            raise ValueError(
+                f"{where}: block {self.block[0]}x{self.block[1]} does not tile the weight ({out_dim} x {in_dim})"
+            )
 
     def encoding(self, in_axis: Optional[int], rank: int) -> Sparse:
         """The IR encoding promising this pattern on a param whose input axis is ``in_axis``."""

@@ -16,11 +16,19 @@ from ...ir import Graph, Param
 from ..calibration import WeightSite, find_weight_sites
 from ..layer_patterns import Patterns, as_patterns, check_targets, compile_patterns, unmatched
 
-HEAD_OR_EMBEDDING = re.compile(r"(^|[._/])(lm_head|embed\w*|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings)([._/]|$)")
+HEAD_OR_EMBEDDING = re.compile(
+    r"(^|[._/])(lm_head|embed\w*|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings)([._/]|$)"
+)
 
 
-def select_sites(graph: Graph, targets: Patterns = (), ignore: Patterns = (), skip_embeddings: bool = True,
-                 min_inputs: int = 1, where: str = "") -> tuple[list[WeightSite], list[tuple[str, str]]]:
+def select_sites(
+    graph: Graph,
+    targets: Patterns = (),
+    ignore: Patterns = (),
+    skip_embeddings: bool = True,
+    min_inputs: int = 1,
+    where: str = "",
+) -> tuple[list[WeightSite], list[tuple[str, str]]]:
     """(sites to rewrite, [(param, why skipped)]). ``targets``/``ignore``: a regex or a tuple of
     them, searched in the param name (empty: no filter). ``where`` prefixes error messages."""
     inc = compile_patterns(targets, "targets", where)

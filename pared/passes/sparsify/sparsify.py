@@ -15,7 +15,7 @@ the layer's relative reconstruction error ||WX - W'X|| / ||WX||.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import numpy as np
 
@@ -78,6 +78,8 @@ class Sparsify(Pass):
         seed: random method seed.
     """
 
+    rewrites_layers: ClassVar[bool] = True
+
     method: Literal["magnitude", "random", "wanda", "sparsegpt"] = "magnitude"
     sparsity: Optional[float] = None
     pattern: str = "unstructured"
@@ -105,7 +107,9 @@ class Sparsify(Pass):
         if s is not None and not (isinstance(s, (int, float)) and 0.0 <= s < 1.0):
             raise ValueError(f"sparsity={s!r} must be in [0, 1)")
         if pat.kind == "nm" and s is not None and abs(s - (1 - pat.density)) > 1e-9:
-            raise ValueError(f"sparsity={s} contradicts pattern {pat} (which prunes {1 - pat.density:g}); give one of them")
+            raise ValueError(
+                f"sparsity={s} contradicts pattern {pat} (which prunes {1 - pat.density:g}); give one of them"
+            )
         if self.granularity == "global" and self.method not in ("magnitude", "random"):
             raise ValueError(f"granularity=global is for magnitude/random, not {self.method}")
         if self.granularity is not None and pat.kind != "unstructured":
@@ -117,8 +121,10 @@ class Sparsify(Pass):
         if self.reconstruct not in ("layer", "dense"):
             raise ValueError(f"reconstruct={self.reconstruct!r}: valid values are layer and dense")
         if self.reconstruct == "dense" and not (self.method == "sparsegpt" or self.dsnot):
-            raise ValueError("reconstruct=dense applies to sparsegpt and dsnot (which rebuild weights), not to a bare "
-                             f"{self.method} mask")
+            raise ValueError(
+                "reconstruct=dense applies to sparsegpt and dsnot (which rebuild weights), not to a bare "
+                f"{self.method} mask"
+            )
         if self.blocksize < 1 or self.dsnot_cycles < 0 or self.damp < 0 or self.refit_iters < 1:
             raise ValueError("blocksize and refit_iters must be >= 1, dsnot_cycles >= 0 and damp >= 0")
 
@@ -133,8 +139,9 @@ class Sparsify(Pass):
         pat = parse_pattern(self.pattern)
         sparsity = self.target_sparsity
         granularity = self.granularity or ("row" if self.method == "wanda" else "layer")
-        sites, skipped = select_sites(graph, self.targets, self.ignore + self.exclude, self.skip_embeddings,
-                                      where=f"{self.name}: ")
+        sites, skipped = select_sites(
+            graph, self.targets, self.ignore + self.exclude, self.skip_embeddings, where=f"{self.name}: "
+        )
         # every check before any work: shapes against the pattern, finite weights, data present
         for s in sites:
             pat.check_shape(*s.shape2d, where=f"{self.name}: layer {s.param!r}")
@@ -143,7 +150,9 @@ class Sparsify(Pass):
         has_data = ctx.calibration is not None
         if needs_data and not has_data:
             what = self.method if self.method in DATA_AWARE else "dsnot"
-            raise CalibrationError(f"{self.name}: {what} needs calibration data (calibration=[batches...]); none was given")
+            raise CalibrationError(
+                f"{self.name}: {what} needs calibration data (calibration=[batches...]); none was given"
+            )
         for name, why in skipped:
             ctx.report.add(self.name, name, skipped=why)
         for rx in unmatched_ignore(graph, self.ignore + self.exclude):
@@ -151,7 +160,11 @@ class Sparsify(Pass):
         if not sites or sparsity == 0.0:
             return graph
 
-        pre = self._data_free_masks(graph, sites, pat, sparsity, granularity) if self.method in ("magnitude", "random") else {}
+        pre = (
+            self._data_free_masks(graph, sites, pat, sparsity, granularity)
+            if self.method in ("magnitude", "random")
+            else {}
+        )
         rows: dict[str, dict] = {}
 
         def rewrite(site, w, stats):
@@ -178,8 +191,12 @@ class Sparsify(Pass):
                     new = refit_kept(ref, new, keep, h, damp=self.damp, iters=self.refit_iters)
                     swaps += more
                 info.update(dsnot_swaps=swaps, error_before_dsnot=err0)
-            row = dict(method=self.method + ("+dsnot" if self.dsnot else ""), pattern=str(pat),
-                       sparsity=float(1.0 - keep.mean()), shape=f"{w2.shape[0]}x{w2.shape[1]}")
+            row = dict(
+                method=self.method + ("+dsnot" if self.dsnot else ""),
+                pattern=str(pat),
+                sparsity=float(1.0 - keep.mean()),
+                shape=f"{w2.shape[0]}x{w2.shape[1]}",
+            )
             if h is not None:
                 row["error"] = relative_error(ref, new, h)
             if ref is not w2:

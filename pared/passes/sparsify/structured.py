@@ -142,7 +142,9 @@ class StructuredRemoval(Pass):
             got[site.param] = np.asarray(stats["sqnorms"], np.float64)
             return None
 
-        calibrate(graph, ctx, CalibrationRequest(self.name, sites, lambda s: ("sqnorms",), keep_stats, sequential=False))
+        calibrate(
+            graph, ctx, CalibrationRequest(self.name, sites, lambda s: ("sqnorms",), keep_stats, sequential=False)
+        )
         return got
 
 

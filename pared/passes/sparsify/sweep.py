@@ -68,7 +68,9 @@ def essential_sparsity(graph: Graph, eval_fn: Callable[[Graph], float],
     dense = float(eval_fn(graph))
     quality = []
     for s in ss:
-        p = Sparsify(method="magnitude", sparsity=s, granularity=granularity, targets=tuple(targets), ignore=tuple(ignore))
+        p = Sparsify(
+            method="magnitude", sparsity=s, granularity=granularity, targets=tuple(targets), ignore=tuple(ignore)
+        )
         quality.append(float(eval_fn(p(graph, ctx if ctx is not None else PassContext()))))
     sign = 1.0 if higher_is_better else -1.0
     essential = None
@@ -76,7 +78,9 @@ def essential_sparsity(graph: Graph, eval_fn: Callable[[Graph], float],
         if sign * (q - dense) < -tolerance * abs(dense):
             break
         essential = s
-    return SweepResult(tuple(ss), tuple(quality), dense, higher_is_better, tolerance, essential, knee(ss, quality, dense, sign))
+    return SweepResult(
+        tuple(ss), tuple(quality), dense, higher_is_better, tolerance, essential, knee(ss, quality, dense, sign)
+    )
 
 
 def knee(sparsities: Sequence[float], quality: Sequence[float], dense: float, sign: float = 1.0) -> Optional[float]:

@@ -62,7 +62,9 @@ def test_sparse_weight_dispatch_follows_cost_model():
 def test_cost_model_orders_the_design_cases():
     h100 = DEVICES["H100"]
     decode = choose("int4", 1, 28672, 4096, h100, group_size=128)
-    assert decode.chosen == "int4" and decode.chooser == "roofline" and decode.speedup > 2.5  # memory-bound: ~4x fewer bytes
+    assert (
+        decode.chosen == "int4" and decode.chooser == "roofline" and decode.speedup > 2.5
+    )  # memory-bound: ~4x fewer bytes
     assert choose("int4", 2048, 4096, 14336, h100, group_size=128).refused
     assert choose("sparse24", 2048, 4096, 4096, h100).refused
     assert choose("sparse24_int4", 1, 28672, 4096, h100, group_size=128).speedup > decode.speedup

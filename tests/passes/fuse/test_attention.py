@@ -53,7 +53,9 @@ def attention_case(name: str):
             if name == "gqa_frontend":  # the frontend's enable_gqa: broadcast without the unsqueeze
                 x = b.broadcast_in_dim(t, shape=(B, hkv, rep, L, E), dims=(0, 1, 3, 4))
             else:
-                x = b.broadcast_in_dim(b.reshape(t, shape=(B, hkv, 1, L, E)), shape=(B, hkv, rep, L, E), dims=(0, 1, 2, 3, 4))
+                x = b.broadcast_in_dim(
+                    b.reshape(t, shape=(B, hkv, 1, L, E)), shape=(B, hkv, rep, L, E), dims=(0, 1, 2, 3, 4)
+                )
             return b.reshape(x, shape=(B, H, L, E))
 
         k = repeat(k)
@@ -67,9 +69,9 @@ def attention_case(name: str):
     else:
         s = b.dot_general(q, k, contract=((nb + 1,), (nb + 1,)), batch=batch)
     if name == "masked_fill":
-        s = b.div(s, E ** 0.5)
+        s = b.div(s, E**0.5)
     elif name != "rank3":
-        s = b.mul(E ** -0.5, s) if name == "literal_first" else b.mul(s, E ** -0.5)
+        s = b.mul(E**-0.5, s) if name == "literal_first" else b.mul(s, E**-0.5)
     if name in ("bool_mask", "gqa_hf", "gqa_frontend", "gqa_k_only", "bert_layout"):
         m = b.input((B, 1, L, L), "bool")
         ins.append(rng.random((B, 1, L, L)) < 0.7)
@@ -97,8 +99,21 @@ def attention_case(name: str):
     return b.build(o), ins
 
 
-CASES = ["no_mask", "literal_first", "bool_mask", "float_mask", "masked_fill", "causal", "bert_layout",
-         "k_transposed", "v_transposed", "rank3", "gqa_hf", "gqa_frontend", "gqa_k_only"]
+CASES = [
+    "no_mask",
+    "literal_first",
+    "bool_mask",
+    "float_mask",
+    "masked_fill",
+    "causal",
+    "bert_layout",
+    "k_transposed",
+    "v_transposed",
+    "rank3",
+    "gqa_hf",
+    "gqa_frontend",
+    "gqa_k_only",
+]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -164,7 +179,7 @@ def _near_miss(kind: str):
     elif kind == "two_scales":
         s = b.mul(b.mul(s, 0.5), 0.5)
     else:
-        s = b.mul(s, E ** -0.5)
+        s = b.mul(s, E**-0.5)
     if kind == "finite_fill":
         s = b.where(b.input((B, 1, L, L), "bool"), s, -1e9)
     elif kind == "literal_mask":
@@ -194,8 +209,19 @@ def _near_miss(kind: str):
     return b.build(o, *extra)
 
 
-NEAR_MISSES = ["scale_is_a_value", "two_scales", "finite_fill", "literal_mask", "mask_widens_scores", "scores_reused",
-               "probs_reused", "softmax_over_queries", "mask_after_softmax", "contract_query_axis", "batch_order_swapped"]
+NEAR_MISSES = [
+    "scale_is_a_value",
+    "two_scales",
+    "finite_fill",
+    "literal_mask",
+    "mask_widens_scores",
+    "scores_reused",
+    "probs_reused",
+    "softmax_over_queries",
+    "mask_after_softmax",
+    "contract_query_axis",
+    "batch_order_swapped",
+]
 
 
 @pytest.mark.parametrize("kind", NEAR_MISSES)
@@ -236,7 +262,9 @@ def _xla(g, ins):
     return np.asarray(jax.jit(lower(g))({}, *ins)[0])
 
 
-@pytest.mark.parametrize("name", ["no_mask", "bool_mask", "float_mask", "masked_fill", "bert_layout", "rank3", "gqa_hf"])
+@pytest.mark.parametrize(
+    "name", ["no_mask", "bool_mask", "float_mask", "masked_fill", "bert_layout", "rank3", "gqa_hf"]
+)
 def test_torch_and_xla_lowerings_equal_the_reference(name):
     torch = pytest.importorskip("torch")
     from pared.backends.torch import lower

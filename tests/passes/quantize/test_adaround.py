@@ -21,7 +21,9 @@ def correlated_hessian(rng, k=96, tokens=1024):
     return x.T @ x
 
 
-@pytest.mark.parametrize("bits,group,sym", [(4, None, True), (4, 32, False), (3, 32, True), (8, 32, True), (4, 40, False)])
+@pytest.mark.parametrize(
+    "bits,group,sym", [(4, None, True), (4, 32, False), (3, 32, True), (8, 32, True), (4, 40, False)]
+)
 def test_adaround_beats_rtn_and_stays_on_the_grid(rng, bits, group, sym):
     k = 96  # group 40: a ragged last group of 16
     h = correlated_hessian(rng, k)
@@ -68,6 +70,6 @@ def test_adaround_pass_reports_and_matches_its_weights(rng):
     assert q.dtype == np.uint8 and q.max() <= 15
     assert np.isfinite(dequantize_weight(q, s, z, 32)).all()
     x = cal[0][0]
-    ref, = run_graph(g, [x])
+    (ref,) = run_graph(g, [x])
     err = lambda o: float(np.linalg.norm(run_graph(o, [x])[0] - ref) / np.linalg.norm(ref))
     assert err(out) < err(QuantizeWeights(weights="uint4", group=32)(g))

@@ -244,21 +244,31 @@ def test_smoothquant_leaves_the_float_function_unchanged(rng):
     np.testing.assert_allclose(run_graph(out, [x])[0], run_graph(g, [x])[0], rtol=1e-4, atol=1e-5)
     folded = {r.name: r.fields["folded"] for r in ctx.report.for_pass("smoothquant")}
     assert folded["q.weight"].startswith("into layer_norm") and folded["down.weight"].startswith("into output rows of up")
-    assert not any(e.op == "mul" and any(getattr(a, "name", "").endswith("smooth_inv") for a in e.inputs) for e in out.eqns[:3])
+    assert not any(
+        e.op == "mul" and any(getattr(a, "name", "").endswith("smooth_inv") for a in e.inputs) for e in out.eqns[:3]
+    )
 
 
 def test_smoothquant_helps_w8a8_with_outliers(rng):
     g = mlp_graph(rng)
     cal = calibration(rng)
     x = cal[0][0]
-    ref, = run_graph(g, [x])
+    (ref,) = run_graph(g, [x])
     plain = W8A8(activations="static")(g, ctx_with(cal))
     smooth = W8A8(activations="static")(SmoothQuant(alpha=0.5)(g, ctx_with(cal)), ctx_with(cal))
     assert rel(run_graph(smooth, [x])[0], ref) < rel(run_graph(plain, [x])[0], ref)
 
 
-@pytest.mark.parametrize("p", [W8A8(), W8A8(activations="static"), FP8(), FP8(activations="none"),
-                               GPTQ(weights="int8", group=None, scheme="sym", activations="dynamic")])
+@pytest.mark.parametrize(
+    "p",
+    [
+        W8A8(),
+        W8A8(activations="static"),
+        FP8(),
+        FP8(activations="none"),
+        GPTQ(weights="int8", group=None, scheme="sym", activations="dynamic"),
+    ],
+)
 def test_w8a8_and_fp8_variants_verify_and_stay_close(rng, p):
     g = mlp_graph(rng)
     cal = calibration(rng, outliers=False)

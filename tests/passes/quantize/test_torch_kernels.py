@@ -76,14 +76,17 @@ def test_kept_dense_weight_only_layer_runs_the_measured_fp32_baseline(rng, monke
     assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max()
 
 
-@pytest.mark.parametrize("p", [GQSA(sparsity=0.5, block=16, group=32), AdaRound(weights="uint4", group=32, iters=20, act_dtype="bf16")],
-                         ids=["gqsa", "adaround"])
+@pytest.mark.parametrize(
+    "p",
+    [GQSA(sparsity=0.5, block=16, group=32), AdaRound(weights="uint4", group=32, iters=20, act_dtype="bf16")],
+    ids=["gqsa", "adaround"],
+)
 def test_sparse_quantized_and_adaround_weights_lower_to_torch(rng, p):
     """GQSA's #sparse_quant weights and AdaRound's weights take the int4 kernel like RTN's."""
     cal = calibration(rng, outliers=False)
     g = p(mlp_graph(rng), make_context(calibration=cal, progress=False))
     x = cal[0][0]
-    want, = run_graph(g, [x])
+    (want,) = run_graph(g, [x])
     with use_kernels("compressed"):
         gm = lower(g)
     assert kernel_choices(gm) == {"int4pack": 5}
@@ -113,7 +116,7 @@ def test_gptq_real_valued_zeros_match_reference_on_xla(rng):
     zeros = [np.asarray(g.weight(p.name)) for p in g.params if p.name.endswith("zero")]
     assert zeros and any(np.any(z != np.round(z)) for z in zeros)  # the refit did move the zeros
     x = cal[0][0]
-    want, = run_graph(g, [x])
+    (want,) = run_graph(g, [x])
     out = xla_lower(g)(graph_params(g), x)
     got = np.asarray(out[0] if isinstance(out, (tuple, list)) else out)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -21,8 +21,15 @@ class FlaxMLP(nn.Module):
 def models():
     torch.manual_seed(0)
     tm = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
-    params = {"params": {name: {"kernel": jnp.asarray(layer.weight.detach().numpy().T), "bias": jnp.asarray(layer.bias.detach().numpy())}
-                         for name, layer in (("fc1", tm[0]), ("fc2", tm[2]))}}
+    params = {
+        "params": {
+            name: {
+                "kernel": jnp.asarray(layer.weight.detach().numpy().T),
+                "bias": jnp.asarray(layer.bias.detach().numpy()),
+            }
+            for name, layer in (("fc1", tm[0]), ("fc2", tm[2]))
+        }
+    }
     rng = np.random.default_rng(0)
     scale = np.exp(rng.standard_normal(16)).astype(np.float32)  # uneven channels: Wanda != magnitude
     x = rng.standard_normal((4, 16)).astype(np.float32) * scale
@@ -30,11 +37,20 @@ def models():
     return tm, params, x, cal
 
 
-@pytest.mark.parametrize("recipe", ["sparsify{method=magnitude}", "sparsify{method=wanda}",
-                                    "sparsify{method=wanda,pattern=2:4}", "sparsify{method=sparsegpt,pattern=2:4}"])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "sparsify{method=magnitude}",
+        "sparsify{method=wanda}",
+        "sparsify{method=wanda,pattern=2:4}",
+        "sparsify{method=sparsegpt,pattern=2:4}",
+    ],
+)
 def test_same_masks_from_torch_and_jax(models, recipe):
     tm, params, x, cal = models
-    cm, report = pared.compress(tm, (torch.from_numpy(x),), recipe=recipe, calibration=[(torch.from_numpy(c),) for c in cal])
+    cm, report = pared.compress(
+        tm, (torch.from_numpy(x),), recipe=recipe, calibration=[(torch.from_numpy(c),) for c in cal]
+    )
     fn_c, params_c = pared.compress(FlaxMLP().apply, params, jnp.asarray(x), recipe=recipe, calibration=cal)
     for t_name, j_name in (("0.weight", "params/fc1/kernel"), ("2.weight", "params/fc2/kernel")):
         t_mask = np.asarray(cm.graph.weight(t_name)) != 0

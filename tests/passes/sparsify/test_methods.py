@@ -45,7 +45,9 @@ def test_magnitude_keeps_largest():
 def test_wanda_scales_by_input_norm():
     w = np.array([[1.0, 1.0]])
     assert wanda_scores(w, np.array([1.0, 3.0])).tolist() == [[1.0, 3.0]]
-    assert select(wanda_scores(w, np.array([1.0, 3.0])), parse_pattern("unstructured"), 0.5, "row").tolist() == [[False, True]]
+    assert select(wanda_scores(w, np.array([1.0, 3.0])), parse_pattern("unstructured"), 0.5, "row").tolist() == [
+        [False, True]
+    ]
 
 
 @pytest.mark.parametrize("pattern", ["unstructured", "2:4", "4:8"])

@@ -47,7 +47,9 @@ def test_data_free_magnitude_without_calibration_and_global():
     total = (w1 == 0).sum() + (w2 == 0).sum()
     assert total == pytest.approx(0.75 * (w1.size + w2.size), abs=1)
     thr = max(np.abs(w1[w1 != 0]).min(), np.abs(w2[w2 != 0]).min())
-    dropped = np.concatenate([np.abs(np.asarray(g.weight(n)))[np.asarray(out.weight(n)) == 0] for n in ("fc1.weight", "fc2.weight")])
+    dropped = np.concatenate(
+        [np.abs(np.asarray(g.weight(n)))[np.asarray(out.weight(n)) == 0] for n in ("fc1.weight", "fc2.weight")]
+    )
     assert dropped.max() <= thr
     assert "error" not in c.report.rows[0].fields  # no data, no reconstruction error
 
@@ -136,16 +138,19 @@ def test_pipeline_string_and_input_not_mutated():
 # --- bad input: clear errors before any work --------------------------------------------------
 
 
-@pytest.mark.parametrize("opts, match", [
-    (dict(sparsity=1.0), r"\[0, 1\)"),
-    (dict(sparsity=-0.1), r"\[0, 1\)"),
-    (dict(pattern="4:4"), "0 < N < M"),
-    (dict(pattern="6:4"), "0 < N < M"),
-    (dict(pattern="2:4", sparsity=0.7), "contradicts"),
-    (dict(method="wanda", granularity="global"), "global"),
-    (dict(method="wanda", reconstruct="dense"), "reconstruct=dense applies"),
-    (dict(method="sparsegpt", reconstruct="teacher"), "valid values are layer and dense"),
-])
+@pytest.mark.parametrize(
+    "opts, match",
+    [
+        (dict(sparsity=1.0), r"\[0, 1\)"),
+        (dict(sparsity=-0.1), r"\[0, 1\)"),
+        (dict(pattern="4:4"), "0 < N < M"),
+        (dict(pattern="6:4"), "0 < N < M"),
+        (dict(pattern="2:4", sparsity=0.7), "contradicts"),
+        (dict(method="wanda", granularity="global"), "global"),
+        (dict(method="wanda", reconstruct="dense"), "reconstruct=dense applies"),
+        (dict(method="sparsegpt", reconstruct="teacher"), "valid values are layer and dense"),
+    ],
+)
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):
         Sparsify(**opts)
@@ -168,15 +173,18 @@ def test_m_not_dividing_the_dim():
         Sparsify(method="sparsegpt", pattern="4:8")(g, ctx(correlated(d=60), calibration_executor=_no_engine))
 
 
-@pytest.mark.parametrize("cal, match", [
-    ([], "empty"),
-    (None, "needs calibration"),
-    ([np.zeros((8, 32), np.float32)], "expected shape"),
-    ([np.zeros((8,), np.float32)], "rank"),
-    ([np.full((8, 64), np.nan, np.float32)], "NaN"),
-    ([(np.zeros((8, 64), np.float32), np.zeros((8, 64), np.float32))], "takes 1 input"),
-    (np.zeros((8, 64), np.float32), "sequence of batches"),
-])
+@pytest.mark.parametrize(
+    "cal, match",
+    [
+        ([], "empty"),
+        (None, "needs calibration"),
+        ([np.zeros((8, 32), np.float32)], "expected shape"),
+        ([np.zeros((8,), np.float32)], "rank"),
+        ([np.full((8, 64), np.nan, np.float32)], "NaN"),
+        ([(np.zeros((8, 64), np.float32), np.zeros((8, 64), np.float32))], "takes 1 input"),
+        (np.zeros((8, 64), np.float32), "sequence of batches"),
+    ],
+)
 def test_bad_calibration(cal, match):
     with pytest.raises((CalibrationError, ValueError), match=match):
         Sparsify(method="wanda")(mlp(), ctx(cal, calibration_executor=_no_engine))

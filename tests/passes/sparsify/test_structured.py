@@ -29,8 +29,12 @@ def mlp_with_side_path(d=16, h=32, out=8):
     """x -> fc1 (+b1) -> relu -> fc2 (+b2); and an untouched side output x -> side."""
     b = GraphBuilder()
     x = b.input([B, d])
-    hid = b.relu(b.add(b.dot_general(x, b.param("fc1.weight", f32(h, d)), contract=((1,), (1,))), b.param("fc1.bias", f32(h))))
-    y = b.add(b.dot_general(hid, b.param("fc2.weight", f32(out, h)), contract=((1,), (1,))), b.param("fc2.bias", f32(out)))
+    hid = b.relu(
+        b.add(b.dot_general(x, b.param("fc1.weight", f32(h, d)), contract=((1,), (1,))), b.param("fc1.bias", f32(h)))
+    )
+    y = b.add(
+        b.dot_general(hid, b.param("fc2.weight", f32(out, h)), contract=((1,), (1,))), b.param("fc2.bias", f32(out))
+    )
     side = b.dot_general(x, b.param("side.weight", f32(4, d)), contract=((1,), (1,)))
     return b.build(y, side)
 
@@ -48,16 +52,27 @@ def llama_block(e=16, hq=4, hkv=2, dh=4, inter=24):
 
     q, k, v = heads("q_proj", hq), heads("k_proj", hkv), heads("v_proj", hkv)
     if rep > 1:
-        k, v = (b.reshape(b.broadcast_in_dim(b.reshape(t, shape=(B, hkv, 1, S, dh)), shape=(B, hkv, rep, S, dh),
-                                             dims=(0, 1, 2, 3, 4)), shape=(B, hq, S, dh)) for t in (k, v))
-    s = b.mul(b.dot_general(q, k, contract=((3,), (3,)), batch=((0, 1), (0, 1))), dh ** -0.5)
+        k, v = (
+            b.reshape(
+                b.broadcast_in_dim(
+                    b.reshape(t, shape=(B, hkv, 1, S, dh)), shape=(B, hkv, rep, S, dh), dims=(0, 1, 2, 3, 4)
+                ),
+                shape=(B, hq, S, dh),
+            )
+            for t in (k, v)
+        )
+    s = b.mul(b.dot_general(q, k, contract=((3,), (3,)), batch=((0, 1), (0, 1))), dh**-0.5)
     p = b.softmax(s, axis=-1)
-    o = b.reshape(b.transpose(b.dot_general(p, v, contract=((3,), (2,)), batch=((0, 1), (0, 1))), perm=(0, 2, 1, 3)),
-                  shape=(B, S, hq * dh))
+    o = b.reshape(
+        b.transpose(b.dot_general(p, v, contract=((3,), (2,)), batch=((0, 1), (0, 1))), perm=(0, 2, 1, 3)),
+        shape=(B, S, hq * dh),
+    )
     h1 = b.add(x, b.dot_general(o, b.param("o_proj.weight", f32(e, hq * dh, scale=0.5)), contract=((2,), (1,))))
     gate = b.dot_general(h1, b.param("gate_proj.weight", f32(inter, e, scale=0.5)), contract=((2,), (1,)))
     up = b.dot_general(h1, b.param("up_proj.weight", f32(inter, e, scale=0.5)), contract=((2,), (1,)))
-    down = b.dot_general(b.mul(b.silu(gate), up), b.param("down_proj.weight", f32(e, inter, scale=0.5)), contract=((2,), (1,)))
+    down = b.dot_general(
+        b.mul(b.silu(gate), up), b.param("down_proj.weight", f32(e, inter, scale=0.5)), contract=((2,), (1,))
+    )
     return b.build(b.add(h1, down))
 
 
@@ -70,7 +85,7 @@ def zero_columns(g, consumer, units, n_units):
     w = np.asarray(g.weight(consumer)).copy()
     block = w.shape[1] // n_units
     for u in units:
-        w[:, u * block:(u + 1) * block] = 0
+        w[:, u * block : (u + 1) * block] = 0
     return g.with_weights({consumer: w})
 
 

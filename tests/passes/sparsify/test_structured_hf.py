@@ -239,5 +239,5 @@ def test_head_removal_equals_zeroing(minilm, heads):
     with torch.no_grad():
         for i, layer in enumerate(zeroed.encoder.layer):
             for h in removed(r[heads_group(i)]):
-                layer.attention.output.dense.weight[:, h * HEAD_DIM:(h + 1) * HEAD_DIM] = 0
+                layer.attention.output.dense.weight[:, h * HEAD_DIM : (h + 1) * HEAD_DIM] = 0
     assert_removal_equals_zeroing(cm, zeroed, minilm)
