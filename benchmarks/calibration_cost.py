@@ -69,7 +69,8 @@ def main(argv=None):
         wall = time.perf_counter() - t0
     rows = [r for r in report.for_pass("sparsify") if "error" in r.fields]
     text = (
-        f"## calibration_cost\n\n`{args.recipe}` on SmolLM2-135M.\n\n- date {datetime.date.today().isoformat()}; {machine()}\n"
+        f"## calibration_cost\n\n`{args.recipe}` on SmolLM2-135M.\n\n"
+        f"- date {datetime.date.today().isoformat()}; {machine()}\n"
         f"- {len(rows)} linears rewritten; calibration {args.n_cal} x {args.seq} tokens\n"
         f"- wall {wall:.1f} s (export + calibration engine + lowering; target < 600 s); "
         f"peak RSS {peak.peak:.0f} MiB (model + data before: {base:.0f} MiB)\n"

@@ -137,13 +137,15 @@ def write_results(rows: list[dict], t_import: float) -> str:
     lines = [
         "## compile_overhead",
         "",
-        f"Date: {datetime.date.today().isoformat()}. Device: CPU, {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"Date: {datetime.date.today().isoformat()}. Device: CPU, {cpu_name()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}.",
         f"Importing pared's torch backend: {t_import:.3f} s (fresh interpreter, torch already imported).",
         "pared overhead = IR import + passes (empty recipe) + lowering, excluding Dynamo's capture; "
         "Inductor compile = its backend time on the same captured graph. Run times: median per call.",
         "",
-        "| model | input | graphs | eqns | pared import s | passes s | lower s | **pared overhead s** | Inductor compile s "
+        "| model | input | graphs | eqns | pared import s | passes s | lower s | **pared overhead s** "
+        "| Inductor compile s "
         "| eager ms | pared ms | **pared/eager** | Inductor ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -151,7 +153,8 @@ def write_results(rows: list[dict], t_import: float) -> str:
         ind_c = f"{r['inductor_compile_s']:.2f}" if "inductor_compile_s" in r else "—"
         ind_r = f"{r['inductor_run_s'] * 1e3:.1f}" if "inductor_run_s" in r else "—"
         lines.append(
-            f"| {r['model']} | {r['shape']} | {r['graphs']} | {r['eqns']} | {r['pared_import_s']:.3f} | {r['pared_passes_s']:.3f} "
+            f"| {r['model']} | {r['shape']} | {r['graphs']} | {r['eqns']} | {r['pared_import_s']:.3f} "
+            f"| {r['pared_passes_s']:.3f} "
             f"| {r['pared_lower_s']:.3f} | **{r['pared_overhead_s']:.3f}** | {ind_c} | {r['eager_s'] * 1e3:.1f} "
             f"| {r['pared_run_s'] * 1e3:.1f} | **{r['run_ratio']:.3f}x** | {ind_r} |"
         )

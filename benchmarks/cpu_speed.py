@@ -124,11 +124,93 @@ def run_case(title, factory, example, recipes, reps, ao=True, ao_int4=False):
     return rows
 
 
+def _cfi_mask(rng, n, k, density):
+    """Constant fan-in: every output row keeps round(k * density) weights (SRigL's layout)."""
+    keep = int(round(k * density))
+    mask = np.zeros((n, k), bool)
+    np.put_along_axis(mask, np.argsort(-rng.random((n, k)), axis=1)[:, :keep], True, 1)
+    return mask
+
+
+def _nm_mask(rng, n, k, keep=2, m=4):
+    s = rng.random((n, k // m, m))
+    mask = np.zeros_like(s, bool)
+    np.put_along_axis(mask, np.argsort(-s, axis=-1)[..., :keep], True, -1)
+    return mask.reshape(n, k)
+
+
+# MiniLM's linears (q/k/v/o: 384x384, FFN up 1536x384, FFN down 384x1536)
+LAYER_SHAPES = ((384, 384), (1536, 384), (384, 1536))
+
+
+def layer_rows(reps: int) -> list:
+    """One MiniLM linear at a time, M = 1 and 128: dense fp32 F.linear (the baseline) and pared's
+    dense int8 (W8A8 ``int_mm``, as the torch backend lowers it) against pared's sparse kernels,
+    interleaved. Ratios: vs dense fp32, and the int8 rows also vs pared's dense int8."""
+    import torch
+    import torch.nn.functional as F
+
+    from pared.backends.cpu.formats import pack_ell, pack_nm8
+    from pared.backends.cpu.kernels import SparseLinear
+    from pared.backends.torch.quantized import int8_dynamic_linear
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n, k in LAYER_SHAPES:
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        wt = torch.from_numpy(w)
+        fns = {"dense fp32 (F.linear)": lambda x, wt=wt: F.linear(x, wt)}
+        for name, mask in (("90% constant fan-in fp32", _cfi_mask(rng, n, k, 0.1)),
+                           ("80% constant fan-in fp32", _cfi_mask(rng, n, k, 0.2)),
+                           ("2:4 fp32", _nm_mask(rng, n, k))):
+            fns[name] = SparseLinear(pack_ell(w * mask))
+        q = np.clip(np.round(w / np.abs(w).max(1, keepdims=True) * 127), -127, 127).astype(np.int8)
+        s = (np.abs(w).max(1, keepdims=True) / 127).astype(np.float32)
+        qd = torch.from_numpy(np.ascontiguousarray(q.T))
+        sd = torch.from_numpy(s.reshape(1, -1))
+        fns["pared dense int8 (w8a8 int_mm)"] = lambda x, qd=qd, sd=sd: int8_dynamic_linear(x, qd, sd)
+        for name, mask in (("2:4 + int8 (w8a8)", _nm_mask(rng, n, k)),
+                           ("80% fan-in + int8 (w8a8)", _cfi_mask(rng, n, k, 0.2)),
+                           ("90% fan-in + int8 (w8a8)", _cfi_mask(rng, n, k, 0.1))):
+            qm = (q * mask).astype(np.int8)
+            nm8 = pack_nm8(qm, s) if name.startswith("2:4") else None
+            fns[name] = SparseLinear(nm8) if nm8 is not None else SparseLinear(
+                pack_ell(qm * s, vtype="i8", q=qm, scales=s), act="dynamic")
+        for m in (1, 128):
+            x = torch.randn(m, k)
+            ok = {}
+            for key, f in fns.items():
+                if "int_mm" in key and m <= 16:  # torch._int_mm needs M > 16 on CPU
+                    continue
+                ok[key] = (lambda f=f, x=x: f(x))
+            t = timeit_rows(ok, lambda: (), reps)
+            base, q8 = t["dense fp32 (F.linear)"], t.get("pared dense int8 (w8a8 int_mm)")
+            for key, v in t.items():
+                vs_q = f"{q8 / v:.2f}x" if q8 is not None and "int8" in key else ""
+                rows.append((f"linear {n}x{k} M={m}", key, v * 1e3, base / v, vs_q))
+                print(f"linear {n}x{k} M={m:<4d} {key:34s} {v * 1e6:9.1f} us  {base / v:5.2f}x  {vs_q}", flush=True)
+    return rows
+
+
+# sparse rows (magnitude masks: the speed of a pattern does not depend on which weights it keeps)
+SPARSE_RECIPES = {
+    "pared 2:4": "sparsify{method=magnitude,pattern=2:4}",
+    "pared 2:4 + w8a8": "sparsify{method=magnitude,pattern=2:4},w8a8",
+    "pared 80% constant fan-in": "sparsify{method=magnitude,sparsity=0.8,granularity=row}",
+    "pared 80% constant fan-in + w8a8": "sparsify{method=magnitude,sparsity=0.8,granularity=row},w8a8",
+    "pared 90% constant fan-in": "sparsify{method=magnitude,sparsity=0.9,granularity=row}",
+    "pared 90% constant fan-in + w8a8": "sparsify{method=magnitude,sparsity=0.9,granularity=row},w8a8",
+    "pared 80% unstructured + w8a8": "sparsify{method=magnitude,sparsity=0.8},w8a8",
+}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--only", choices=("minilm", "smollm2"), default=None)
+    ap.add_argument("--only", choices=("minilm", "smollm2", "layers", "sparse"), default=None,
+                    help="one part: minilm, smollm2, layers (sparse kernels per MiniLM linear), sparse (MiniLM, "
+                         "sparse recipes only)")
     ap.add_argument("--no-torchao", action="store_true")
     ap.add_argument("--write", action="store_true",
                     help="replace the measured models' parts of the cpu_speed section of benchmarks/RESULTS.md")
@@ -139,6 +221,14 @@ def main(argv=None):
     from quality import _embedder, _Logits, load_minilm, load_smollm2
 
     rows = []
+    if args.only == "layers":
+        rows += layer_rows(args.reps * 5)
+    if args.only == "sparse":
+        factory = lambda: _embedder(load_minilm()[0])
+        sparse = {"pared dense": None, "pared w8a8 dynamic": "w8a8", **SPARSE_RECIPES}
+        for b in (1, 32):
+            ids = torch.randint(1000, 20000, (b, 128))
+            rows += run_case(f"MiniLM b{b}x128", factory, (ids, torch.ones_like(ids)), sparse, args.reps, False)
     if args.only in (None, "minilm"):
         recipes = {
             "pared dense": None,
@@ -147,6 +237,7 @@ def main(argv=None):
             "pared int8 weight-only (bf16 act)": "quantize{weights=int8,act_dtype=bf16}",
             "pared int4 g128 weight-only (bf16 act)": "quantize{weights=int4,group=128,act_dtype=bf16}",
         }
+        recipes.update(SPARSE_RECIPES)
         factory = lambda: _embedder(load_minilm()[0])
         for b in (1, 32):
             ids = torch.randint(1000, 20000, (b, 128))
@@ -174,7 +265,24 @@ def main(argv=None):
 
 
 # RESULTS.md's cpu_speed section has one part per model: its heading, and how to recognize its rows
-PARTS = {"MiniLM": "MiniLM ", "SmolLM2 decode step": "SmolLM2 decode step"}
+PARTS = {"MiniLM": "MiniLM ", "SmolLM2 decode step": "SmolLM2 decode step",
+         "Sparse kernels per MiniLM linear": "linear "}
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the vector flags the kernels use (Linux /proc/cpuinfo)."""
+    name, flags = platform.processor() or "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    want = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512vbmi", "avx512_bf16", "amx_int8")
+    return f"{name}; flags: {' '.join(f for f in want if f in flags) or 'none of ' + '/'.join(want)}"
 
 
 def markdown(rows, args) -> dict[str, str]:
@@ -189,6 +297,13 @@ def markdown(rows, args) -> dict[str, str]:
         head = (f"### {part}\n\n- date {datetime.date.today().isoformat()}; "
                 f"{platform.machine()} cpu ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores, "
                 f"{args.threads} threads, torch {torch.__version__}; median of {args.reps} interleaved runs\n")
+        head += f"- cpu: {cpu_model()}\n"
+        if part.startswith("Sparse"):
+            head += ("- one linear at a time (weights hot in cache), random weights and masks; ratios: dense fp32 "
+                     "F.linear time / row time, and (int8 rows) pared's dense W8A8 int_mm time / row time\n\n"
+                     "| layer, M | row | ms | vs dense fp32 | vs pared dense int8 |\n|---|---|---|---|---|\n")
+            out[part] = head + "".join(f"| {c} | {r} | {ms:.4f} | {x:.2f}x | {k} |\n" for c, r, ms, x, k in mine)
+            continue
         if part.startswith("SmolLM2"):
             head += "- one token with no KV cache: every weight is read once per token\n"
         head += ("- kernels: what the torch backend's measured cost model chose per quantized linear\n\n"

@@ -103,7 +103,8 @@ def main(argv=None):
         "",
         f"- device: {device}; jax {jax.__version__}; date: {datetime.date.today().isoformat()}",
         f"- trace + import (make_jaxpr -> IR, {len(traced.graph.eqns)} eqns): {t_trace * 1e3:.1f} ms",
-        f"- lowering + XLA compile: {t_lower * 1e3:.1f} ms (original jax.jit first call: {t_orig_compile * 1e3:.1f} ms)",
+        f"- lowering + XLA compile: {t_lower * 1e3:.1f} ms "
+        f"(original jax.jit first call: {t_orig_compile * 1e3:.1f} ms)",
         f"- pared.compress end to end incl. first run: {t_total * 1e3:.1f} ms",
         f"- run time: original jax.jit {to * 1e3:.2f} ms, pared {tp * 1e3:.2f} ms -> ratio **{ratio:.3f}x** "
         f"(target <= 1.1x; best of {a.rounds} medians of {a.iters})",

@@ -243,7 +243,8 @@ def run_smollm2(rows, args):
         ppl = perplexity(cm, evals)
         results.append((name, ppl, ppl / dense, t_comp, nbytes))
         print(
-            f"{name:28s} ppl {ppl:9.3f}  ratio {ppl / dense:7.3f}x  compress {t_comp:6.1f} s  {nbytes / 2**20:7.1f} MiB",
+            f"{name:28s} ppl {ppl:9.3f}  ratio {ppl / dense:7.3f}x  compress {t_comp:6.1f} s  "
+            f"{nbytes / 2**20:7.1f} MiB",
             flush=True,
         )
     return dense, results
@@ -345,7 +346,10 @@ def run_minilm(rows, args):
 def machine() -> str:
     import torch
 
-    return f"{platform.machine()} cpu, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return (
+        f"{platform.machine()} cpu, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )
 
 
 QUANT_NAMES = {r[0] for r in QUANT_ROWS}
@@ -382,7 +386,8 @@ def markdown(model: str, dense: float, results, args, title: str | None = None) 
     if model == "smollm2":
         head = (
             f"### {title}\n\n- date {date}; {machine()}\n"
-            f"- {16} windows x {args.seq} tokens of cleaned gensim Wikipedia text; calibration {args.n_cal} x {args.seq} "
+            f"- {16} windows x {args.seq} tokens of cleaned gensim Wikipedia text; "
+            f"calibration {args.n_cal} x {args.seq} "
             f"tokens from a disjoint part; dense ppl **{dense:.3f}**\n- evaluated: the pared-compiled module "
             f"(torch.export -> IR -> passes -> torch backend)\n"
         )
@@ -395,7 +400,8 @@ def markdown(model: str, dense: float, results, args, title: str | None = None) 
             head += (
                 f"- llm-compressor 0.14 in the same run, same windows and calibration samples "
                 f"(`benchmarks/llmc_rows.py`); its dense ppl {ld if ld is None else f'{ld:.3f}'}\n\n"
-                "| row | pared ppl | pared ratio | llm-compressor ppl | llm-compressor ratio | pared stored MiB | pared s | llm-compressor s |\n"
+                "| row | pared ppl | pared ratio | llm-compressor ppl | llm-compressor ratio "
+                "| pared stored MiB | pared s | llm-compressor s |\n"
                 "|---|---|---|---|---|---|---|---|\n"
             )
             body = ""

@@ -69,4 +69,49 @@ def run_pipeline(graph: Graph, recipe: Any, ctx: Any = None, **options: Any) -> 
     return _run(graph, recipe, ctx, **options)
 
 
-__all__ = ["Graph", "backend", "compress", "jit", "parse", "print_graph", "run_pipeline", "verify", "__version__"]
+def finetune(compressed: Any, teacher: Any, data: Any, *, steps: int, lr: float = 1e-4, out: Any = None,
+             **options: Any):
+    """Distillation fine-tuning of a compressed model against its dense teacher (docs/training.md).
+
+    ``compressed``: an IR graph, an artifact directory, a ``pared.compress`` result (torch module
+    or JAX function: its graph), or a dense graph with ``recipe="train_sparse{...}"`` /
+    ``"train_quant{...}"``. ``teacher``: a Graph, an artifact directory, or a callable on the
+    same inputs. ``data``: batches of the graph's inputs. ``out``: save the result as an artifact.
+    Returns a :class:`pared.training.FinetuneResult` (``.graph`` is the compressed graph).
+    """
+    import os
+
+    from .training import finetune as _finetune
+
+    source = None
+    if isinstance(compressed, (str, os.PathLike)):
+        from .tools.artifact import load_artifact
+
+        art = load_artifact(compressed)
+        compressed, source = art.graph, art
+    elif not isinstance(compressed, Graph) and isinstance(getattr(compressed, "graph", None), Graph):
+        compressed = compressed.graph
+    if isinstance(teacher, (str, os.PathLike)):
+        from .tools.artifact import load_artifact
+
+        teacher = load_artifact(teacher).graph
+    result = _finetune(compressed, teacher, data, steps=steps, lr=lr, **options)
+    if out is not None:
+        from .tools.artifact import save_artifact
+
+        save_artifact(
+            out,
+            result.graph,
+            recipe=(source.recipe + " + " if source is not None and source.recipe else "") + f"finetune{{{steps=}}}",
+            source=source.source if source is not None else None,
+            input_names=source.input_names if source is not None else None,
+            output_names=source.output_names if source is not None else None,
+            report_rows=result.report.to_dicts(),
+            metrics={"finetune": result.history[-1] if result.history else {}},
+            overwrite=True,
+        )
+    return result
+
+
+__all__ = ["Graph", "backend", "compress", "finetune", "jit", "parse", "print_graph", "run_pipeline", "verify",
+           "__version__"]

@@ -266,13 +266,18 @@ def test_a_misspelt_recipe_fails_when_the_backend_is_made():
         pared.backend(recipe="sparsifyy{pattern=2:4}")
 
 
+def test_a_data_aware_recipe_without_calibration_fails_when_the_backend_is_made():
+    with pytest.raises(ValueError, match="needs calibration data.*calibration=N"):
+        pared.backend(recipe="sparsify{method=wanda}")
+
+
 def test_a_failing_compression_is_not_silently_dropped():
-    """wanda needs calibration; under torch.compile with a recipe the error reaches the user
-    instead of the model running uncompressed."""
+    """a target matching no layer fails inside the backend; under torch.compile with a recipe the
+    error reaches the user instead of the model running uncompressed."""
     torch = pytest.importorskip("torch")
     m = _mlp_module()
-    be = pared.backend(recipe="sparsify{method=wanda}")
-    with pytest.raises(Exception, match="needs calibration"):
+    be = pared.backend(recipe="sparsify{targets=(no_such_layer,)}")
+    with pytest.raises(Exception, match="no_such_layer"):
         torch.compile(m, backend=be)(torch.randn(3, 16))
     assert not be.fallbacks
 
@@ -280,7 +285,7 @@ def test_a_failing_compression_is_not_silently_dropped():
 def test_running_uncompressed_is_opt_in():
     torch = pytest.importorskip("torch")
     m = _mlp_module()
-    be = pared.backend(recipe="sparsify{method=wanda}", strict=False)
+    be = pared.backend(recipe="sparsify{targets=(no_such_layer,)}", strict=False)
     with pytest.warns(UserWarning, match="UNCOMPRESSED as asked"):
         y = torch.compile(m, backend=be)(torch.randn(3, 16))
     assert y.shape == (3, 4) and be.fallbacks
@@ -421,7 +426,9 @@ def test_quantizing_a_model_without_linear_layers_says_nothing_matched():
 def test_sparsifying_a_jax_function_without_weights_says_nothing_matched():
     jnp = pytest.importorskip("jax.numpy")
     with pytest.warns(UserWarning, match=r"sparsify\) matched nothing"):
-        pared.compress(lambda p, x: jnp.tanh(x) * p["a"], {"a": jnp.ones(4)}, jnp.ones(4), recipe="sparsify{sparsity=0.5}")
+        pared.compress(
+            lambda p, x: jnp.tanh(x) * p["a"], {"a": jnp.ones(4)}, jnp.ones(4), recipe="sparsify{sparsity=0.5}"
+        )
 
 
 def test_a_recipe_that_changes_layers_does_not_warn():

@@ -250,7 +250,8 @@ class NumericsCheck(Instrument):
             return
         rtol, atol = self.tolerances.get(pass_.name, (self.rtol, self.atol))
         if len(outs) != len(self._prev):
-            raise NumericsError(pass_.name, f"the graph now has {len(outs)} outputs, it had {len(self._prev)}", -1, np.inf, np.inf)
+            msg = f"the graph now has {len(outs)} outputs, it had {len(self._prev)}"
+            raise NumericsError(pass_.name, msg, -1, np.inf, np.inf)
         max_abs = max_rel = 0.0
         for k, (got, want) in enumerate(zip(outs, self._prev)):
             if got.shape != want.shape:

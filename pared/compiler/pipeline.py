@@ -238,7 +238,8 @@ def _from_recipe(recipe: Mapping[str, Any]) -> list[Pass]:
     unknown = [k for k in recipe if k not in RECIPE_KEYS]
     if unknown:
         raise PipelineError(
-            f"unknown recipe key {unknown[0]!r}{did_you_mean(str(unknown[0]), RECIPE_KEYS)}; valid keys: {', '.join(RECIPE_KEYS)}"
+            f"unknown recipe key {unknown[0]!r}{did_you_mean(str(unknown[0]), RECIPE_KEYS)}; "
+            f"valid keys: {', '.join(RECIPE_KEYS)}"
         )
     if "passes" not in recipe:
         raise PipelineError("a recipe mapping needs a 'passes' list")

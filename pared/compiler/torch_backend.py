@@ -222,6 +222,16 @@ class PaRedBackend:
             )
         # a bad recipe fails here, when the backend is made, not at the first call inside Dynamo
         self.recipe = parse_pipeline(recipe) if recipe else None
+        data_aware = [p.name for p in self.recipe or [] if p.needs_calibration()]
+        if isinstance(calibration, bool) or (isinstance(calibration, int) and calibration < 1):
+            raise ValueError(f"pared.backend: calibration={calibration!r}: give a number of calls to record "
+                             "(calibration=8) or a list of batches of the graph's inputs")
+        if data_aware and calibration is None:
+            raise ValueError(
+                f"pared.backend: the recipe's {', '.join(data_aware)} pass needs calibration data and none was "
+                "given. Pass calibration=N to record the first N calls of each compiled graph (they run "
+                "uncompressed) and compress from them, or compress offline with pared.compress(model, example, "
+                "recipe=..., calibration=batches)")
         self.calibration = calibration
         self.target = target
         self.inductor = inductor
@@ -233,16 +243,21 @@ class PaRedBackend:
         self.__name__ = "pared"
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+        if isinstance(self.calibration, int) and any(p.needs_calibration() for p in self.recipe or []):
+            return _LazyCalibration(self, gm, self.calibration)
+        return self._compile(gm, example_inputs, None if isinstance(self.calibration, int) else self.calibration)
+
+    def _compile(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], calibration) -> Callable:
         try:
             t0 = time.perf_counter()
             imported = import_dynamo(gm, example_inputs)
             t_import = time.perf_counter() - t0
             user = [imported.inputs[k] is not None for k in range(len(imported.inputs))]
-            fakes = [_fake_or_real(n, ex) for n, ex, u in zip(_placeholders(gm), example_inputs, user) if u]
+            fakes = [_timing_input(n, ex) for n, ex, u in zip(_placeholders(gm), example_inputs, user) if u]
             compiled = compile_imported(
                 imported,
                 recipe=self.recipe,
-                calibration=self.calibration,
+                calibration=calibration,
                 target=self.target,
                 inductor=self.inductor,
                 device=_device(example_inputs),
@@ -281,9 +296,52 @@ def _placeholders(gm) -> list:
     return [n for n in gm.graph.nodes if n.op == "placeholder"]
 
 
-def _fake_or_real(node, ex):
+def _timing_input(node, ex):
+    """What the whole-graph check runs the graph on: a copy of the real input (the graph may
+    update it in place, e.g. a KV cache), else the fake example value Dynamo recorded."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if isinstance(ex, torch.Tensor) and not isinstance(ex, FakeTensor):
+        return ex.detach().clone()
     m = node.meta.get("example_value")
     return m if isinstance(m, torch.Tensor) else ex
+
+
+def _copy_input(a):
+    """A recorded call's argument: a copy of an input tensor, a weight (Parameter) as it is."""
+    if isinstance(a, torch.Tensor) and not isinstance(a, torch.nn.Parameter):
+        return a.detach().clone()
+    return a
+
+
+class _LazyCalibration:
+    """Dynamo's compiled function for a data-aware recipe under ``calibration=N``: the captured
+    graph runs as is for its first N calls while their inputs are recorded (copies of the graph's
+    own inputs, whatever the model-level call was), then the recipe runs with them as calibration
+    batches and the compressed code replaces the graph for every later call."""
+
+    def __init__(self, backend: PaRedBackend, gm: torch.fx.GraphModule, n: int):
+        self.backend, self.gm, self.n = backend, gm, n
+        self.recorded: list[list] = []
+        self.compiled: Optional[Callable] = None
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            return self.compiled(*args)
+        # weights (Parameters) are kept as they are: the importer tells them from inputs by their type
+        self.recorded.append([_copy_input(a) for a in args])
+        out = self.gm.forward(*args)
+        if len(self.recorded) >= self.n:
+            self._compress()
+        return out
+
+    def _compress(self) -> None:
+        imported_inputs = import_dynamo(self.gm, self.recorded[0]).inputs
+        user = [k for k, idx in enumerate(imported_inputs) if idx is not None]
+        batches = [tuple(call[k] for k in user) for call in self.recorded]
+        print(f"pared: compressing a graph with calibration from its first {len(batches)} call(s)", file=sys.stderr)
+        self.compiled = self.backend._compile(self.gm, self.recorded[-1], batches)
+        self.recorded = []
 
 
 def backend(
@@ -299,7 +357,11 @@ def backend(
 
     Args:
         recipe: the passes to run (None or "" compiles the graph unchanged).
-        calibration: calibration data handed to data-aware passes through the PassContext.
+        calibration: for a recipe with data-aware passes (GPTQ, SparseGPT, Wanda, static W8A8,
+            SmoothQuant, ...): an int N records the first N calls of each compiled graph (run
+            uncompressed), then compresses from them (lazy calibration; weights are then
+            constants of the compiled code, as with Inductor's freezing); a list gives batches of
+            the graph's own inputs. A data-aware recipe without it is refused here.
         target: "torch" (lower to torch ops) or "reference" (numpy interpreter; for debugging).
         inductor: hand the lowered graph to Inductor.
         verify: verify the IR between passes.

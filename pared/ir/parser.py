@@ -229,7 +229,8 @@ class _Parser:
                 from .printer import format_type
 
                 raise self.error(
-                    f"type mismatch: {t.text} is declared {format_type(declared)} but {opdef.name} gives {format_type(want)}",
+                    f"type mismatch: {t.text} is declared {format_type(declared)} "
+                    f"but {opdef.name} gives {format_type(want)}",
                     t,
                 )
         outs = []

@@ -40,6 +40,10 @@ class Pass:
     #: pass adds no report row that changed a layer, the offline entry points say nothing matched.
     rewrites_layers: ClassVar[bool] = False
 
+    def needs_calibration(self) -> bool:
+        """Whether this pass, with its options, reads calibration data (``ctx.calibration``)."""
+        return False
+
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         """Return the rewritten graph (``graph`` itself when nothing changed); never mutate it."""
         raise NotImplementedError(f"{type(self).__name__}.run")
@@ -124,7 +128,7 @@ def available_passes() -> list[str]:
     return sorted(_PASSES)
 
 
-BUILTIN_PASS_PACKAGES = ("cleanup", "fuse", "sparsify", "quantize")
+BUILTIN_PASS_PACKAGES = ("cleanup", "fuse", "sparsify", "quantize", "train")
 
 
 def _load_builtin_passes() -> None:

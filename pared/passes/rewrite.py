@@ -242,7 +242,9 @@ class _Sweep:
             except RewriteError:
                 raise
             except Exception as exc:
-                raise RewriteError(f"rewrite rule {_rule_name(fn)} failed: {type(exc).__name__}: {exc}", e, _rule_name(fn)) from exc
+                raise RewriteError(
+                    f"rewrite rule {_rule_name(fn)} failed: {type(exc).__name__}: {exc}", e, _rule_name(fn)
+                ) from exc
             if result is None or result is e:
                 continue
             self.apply(e, fn, self.normalize(e, fn, result), pending)
@@ -262,7 +264,8 @@ class _Sweep:
             )
         if len(result.outputs) != len(e.outputs):
             raise RewriteError(
-                f"rewrite rule {_rule_name(fn)} gave {len(result.outputs)} replacement(s) for {len(e.outputs)} output(s)",
+                f"rewrite rule {_rule_name(fn)} gave {len(result.outputs)} replacement(s) "
+                f"for {len(e.outputs)} output(s)",
                 e,
             )
         for old, new in zip(e.outputs, result.outputs):

@@ -46,6 +46,8 @@ MANIFEST = "manifest.json"
 GRAPH_FILE = "graph.ir"
 WEIGHTS_FILE = "weights.safetensors"
 REPORT_FILE = "report.json"
+SHARED = "shared"  # codec of a nested artifact's param stored in the enclosing artifact
+DECODE_DIR = "decode"  # a causal LM's decode step over a static KV cache: a nested artifact
 BACKENDS = ("reference", "torch", "xla")
 
 PathLike = Union[str, os.PathLike]
@@ -170,6 +172,37 @@ class Artifact:
     def run(self, *inputs: Any, backend: str = "reference") -> list:
         """Run the graph once on ``backend`` (inputs in the graph's order: see :attr:`input_names`)."""
         return self.compile(backend)(*inputs)
+
+    @property
+    def decode(self) -> Optional[Artifact]:
+        """The decode-step artifact stored with a causal LM (``decode/``), or None."""
+        d = self.path / DECODE_DIR
+        return load_artifact(d, shared_weights=self.graph.weights) if (d / MANIFEST).is_file() else None
+
+    def generate(self, prompt: Any, max_new_tokens: int = 32, *, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: Optional[int] = None, backend: str = "torch", stop_at_eos: bool = True) -> list[int]:
+        """New token ids after ``prompt`` (a string, with the artifact's tokenizer, or token ids):
+        greedy when ``temperature`` is 0, else sampled with ``top_p``; stops at EOS. Runs the
+        decode graph (:mod:`pared.tools.decoding`) on ``backend``."""
+        from .decoding import Sampling, generate_tokens, load_tokenizer, zero_cache
+
+        dec = self.decode
+        if dec is None:
+            raise ArtifactError(f"{self.path}: no {DECODE_DIR}/ graph (only causal LMs compressed by this version of "
+                                "pared store one); compress the model again to generate from it")
+        tok = load_tokenizer(self.path) if isinstance(prompt, str) or stop_at_eos else None
+        if isinstance(prompt, str) and tok is None:
+            raise ArtifactError(f"{self.path}: no tokenizer stored; pass token ids instead of text")
+        ids = list(tok(prompt).input_ids) if isinstance(prompt, str) else [int(t) for t in prompt]
+        eos = _eos_ids(tok) if stop_at_eos and tok is not None else ()
+        step = dec.compile(backend)
+        return list(generate_tokens(step, ids, zero_cache(dec.graph), max_new_tokens=max_new_tokens,
+                                    sampling=Sampling(temperature, top_p, seed), eos=eos))
+
+
+def _eos_ids(tokenizer: Any) -> tuple[int, ...]:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return () if eos is None else tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
 
 
 def compile_graph(graph: Graph, backend: str = "reference", device: Any = None) -> Callable[..., list]:
@@ -314,6 +347,7 @@ def save_artifact(
     extra: Optional[Callable[[Path], None]] = None,
     overwrite: bool = False,
     dense_bytes: Optional[Mapping[str, int]] = None,
+    shared: Sequence[str] = (),
 ) -> Path:
     """Write ``graph`` (with its weights) as an artifact directory, atomically.
 
@@ -328,6 +362,8 @@ def save_artifact(
         extra: ``extra(tmpdir)`` writes more files (plots, html, a tokenizer) before the manifest;
             they are checksummed with the rest.
         overwrite: replace an existing artifact at ``out_dir``.
+        shared: params whose values live in the enclosing artifact (a nested ``decode/`` graph
+            sharing the compressed weights): recorded with a digest of their value, not stored.
         dense_bytes: each weight's size in the original model, by name; a compressed weight missing
             from it counts 4 bytes (float32) per element.
 
@@ -346,6 +382,13 @@ def save_artifact(
         tensors_meta, stored = {}, {}
         for p in graph.params:
             value = np.asarray(graph.weights[p.name])
+            if p.name in shared:
+                tensors_meta[p.name] = {
+                    "dtype": value.dtype.name, "shape": list(value.shape), "codec": SHARED, "stored_bytes": 0,
+                    "dense_bytes": _dense_size(p, value, dense_bytes),
+                    "sha256": {"value": sha256_bytes(np.ascontiguousarray(value).tobytes())},
+                }
+                continue
             codec, parts = encode_weight(p.name, value, p.type)
             stored.update(parts)
             tensors_meta[p.name] = {
@@ -451,9 +494,8 @@ def read_manifest(path: PathLike) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{m}: corrupted ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtifactError(
-            f"{m}: not a pared artifact manifest (format is {manifest.get('format') if isinstance(manifest, dict) else None!r})"
-        )
+        got = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ArtifactError(f"{m}: not a pared artifact manifest (format is {got!r})")
     version = manifest.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise ArtifactError(
@@ -490,10 +532,13 @@ def verify_artifact(path: PathLike, manifest: Optional[dict] = None) -> dict:
     return manifest
 
 
-def load_artifact(path: PathLike, *, check: bool = True) -> Artifact:
+def load_artifact(path: PathLike, *, check: bool = True, shared_weights: Optional[Mapping[str, Any]] = None
+                  ) -> Artifact:
     """Load an artifact directory; with ``check`` every file and tensor is verified first.
 
-    Raises :class:`ArtifactError` naming the missing, truncated or corrupted file (and tensor).
+    ``shared_weights``: the enclosing artifact's weights, for a nested artifact whose params are
+    stored there (``Artifact.decode`` passes them). Raises :class:`ArtifactError` naming the
+    missing, truncated or corrupted file (and tensor).
     """
     d = Path(path)
     manifest = verify_artifact(d) if check else read_manifest(d)
@@ -515,6 +560,15 @@ def load_artifact(path: PathLike, *, check: bool = True) -> Artifact:
         meta = manifest["tensors"].get(p.name)
         if meta is None:
             raise ArtifactError(f"{MANIFEST}: no entry for param @{p.name} declared in {GRAPH_FILE}")
+        if meta["codec"] == SHARED:
+            if shared_weights is None or p.name not in shared_weights:
+                raise ArtifactError(f"{d}: param @{p.name} is stored in the enclosing artifact; load that one "
+                                    f"(load_artifact(parent).decode)")
+            value = np.asarray(shared_weights[p.name])
+            if check and sha256_bytes(np.ascontiguousarray(value).tobytes()) != meta["sha256"].get("value"):
+                raise ArtifactError(f"{d}: shared param @{p.name} does not match the enclosing artifact's weight")
+            weights[p.name] = value
+            continue
         for key, digest in meta["sha256"].items():
             if key not in stored:
                 raise ArtifactError(f"{wpath}: tensor {key!r} (of param @{p.name}) is missing")

@@ -7,6 +7,7 @@
     pared eval DIR               quality against the dense source model
     pared bench DIR              speed against the original (eager torch)
     pared export DIR --format hf|int-quantized|pack-quantized --out DIR2
+    pared finetune DIR --steps N --out DIR2   distillation fine-tuning against the dense model
     pared passes                 every registered pass with its options, and the presets
     pared demo                   the `make demo` walk-through
 
@@ -38,7 +39,9 @@ def _user_errors() -> tuple:
     from ..ir.errors import IRError
     from ..passes.base import PassOptionError
     from ..passes.calibration import CalibrationError
+    from ..training import CheckpointError, FinetuneError
     from .artifact import ArtifactError
+    from .decoding import DecodeError
     from .export import ExportError
     from .models import ModelError
     from .offline import RecipeError
@@ -47,8 +50,11 @@ def _user_errors() -> tuple:
 
     return (
         ArtifactError,
+        DecodeError,
         CalibrationError,
+        CheckpointError,
         ExportError,
+        FinetuneError,
         IRError,
         ModelError,
         PassError,
@@ -68,6 +74,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {n}")
     return n
 
 
@@ -112,7 +129,7 @@ def cmd_compress(a: argparse.Namespace) -> int:
     calib = None if a.calib in ("none", "") else (a.calib or (_default_calib() if lm.tokenizer is not None else None))
     _log(f"compressing {lm.name} ({type(lm.model).__name__}) with {a.recipe!r}")
     try:
-        result = compress_model(lm, a.recipe, calib, n_calib=a.n_calib, log=_log)
+        result = compress_model(lm, a.recipe, calib, n_calib=a.n_calib, log=_log, context=a.context)
     except PassError as e:
         if calib is None and "needs calibration data" in str(e):
             why = (
@@ -140,7 +157,8 @@ def cmd_compress(a: argparse.Namespace) -> int:
     out = save_result(result, a.out, metrics, overwrite=a.overwrite)
     size = metrics["size"]
     print(
-        f"wrote {out}  ({format_bytes(size['model_bytes_stored'])}, {size['compression_model']:.2f}x smaller than dense; "
+        f"wrote {out}  ({format_bytes(size['model_bytes_stored'])}, "
+        f"{size['compression_model']:.2f}x smaller than dense; "
         f"layer weights {size['compression_layers']:.2f}x)"
     )
     if "quality" in metrics:
@@ -152,6 +170,28 @@ def cmd_compress(a: argparse.Namespace) -> int:
             f"({s['speedup_vs_eager']:.2f}x) on {s['input']}"
         )
     print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from .artifact import DECODE_DIR, ArtifactError, load_artifact
+    from .decoding import Sampling, generate_tokens, load_tokenizer, stream, zero_cache
+
+    art = load_artifact(a.dir)
+    dec = art.decode
+    if dec is None:
+        raise ArtifactError(f"{a.dir}: no {DECODE_DIR}/ graph: only causal LMs compressed with --context > 0 "
+                            "store one; compress the model again")
+    tok = load_tokenizer(a.dir)
+    if tok is None:
+        raise ArtifactError(f"{a.dir}: no tokenizer stored in model/: the prompt cannot be turned into tokens")
+    ids = list(tok(a.prompt).input_ids)
+    eos = getattr(tok, "eos_token_id", None)
+    eos = () if eos is None else tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
+    tokens = generate_tokens(dec.compile(a.backend), ids, zero_cache(dec.graph), max_new_tokens=a.max_new_tokens,
+                             sampling=Sampling(a.temperature, a.top_p, a.seed), eos=eos)
+    sys.stdout.write(a.prompt)
+    stream(tokens, tok)
     return 0
 
 
@@ -189,7 +229,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     print(f"artifact   {art.path}")
     print(f"pared      {m.get('pared_version')} (format {m.get('format_version')}), created {m.get('created')}")
     print(
-        f"source     {src.get('model')} ({src.get('class')}, {src.get('parameters', '?')} params, sha256 {str(src.get('sha256'))[:16]}...)"
+        f"source     {src.get('model')} ({src.get('class')}, {src.get('parameters', '?')} params, "
+        f"sha256 {str(src.get('sha256'))[:16]}...)"
     )
     print(f"recipe     {art.recipe}")
     print(
@@ -273,6 +314,100 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _random_batches(graph, n: int, batch: int, seed: int = 0) -> list[tuple]:
+    """``n`` batches of random graph inputs (normal floats, small non-negative ints; symbolic dims = batch)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ins = []
+        for v in graph.inputs:
+            shape = tuple(d if isinstance(d, int) else batch for d in v.type.shape)
+            dt = v.type.dtype
+            if dt.is_float:
+                ins.append(rng.standard_normal(shape).astype(np.float32))
+            elif dt.kind == "bool":
+                ins.append(np.ones(shape, bool))
+            else:
+                ins.append(rng.integers(0, 100, shape).astype(dt.np))
+        out.append(tuple(ins))
+    return out
+
+
+def cmd_finetune(a: argparse.Namespace) -> int:
+    import shutil
+
+    from ..training import finetune
+    from .artifact import (
+        GRAPH_FILE,
+        MANIFEST,
+        REPORT_FILE,
+        WEIGHTS_FILE,
+        check_output_dir,
+        load_artifact,
+        save_artifact,
+    )
+    from .models import ModelError
+    from .textdata import load_texts
+
+    check_output_dir(a.out, a.overwrite)
+    art = load_artifact(a.dir)
+    lm, teacher = None, None
+    if a.teacher and Path(a.teacher, MANIFEST).is_file():
+        teacher = load_artifact(a.teacher).graph
+    else:
+        from .models import resolve_model
+
+        lm = resolve_model(a.teacher, seq_len=a.seq_len) if a.teacher else _source_model(art, a.seq_len)
+        names = list(lm.example_kwargs)
+
+        def teacher(*ins):
+            return lm.model(**dict(zip(names, ins))) if names else lm.model(*ins)
+
+    eval_fn = None
+    if a.data == "random" or lm is None or lm.tokenizer is None:
+        if a.data not in (None, "random"):
+            raise ModelError(f"--data {a.data!r} is text, and the teacher has no tokenizer; use --data random")
+        data = _random_batches(art.graph, a.n_train, a.batch)
+        eval_data = _random_batches(art.graph, 2, a.batch, seed=1)
+    else:
+        texts = load_texts(a.data or _default_calib(), split="calibration")
+        data = [tuple(lm.graph_inputs(kw)) for kw in lm.calibration_batches(texts, n=a.n_train, batch=a.batch)]
+        held = load_texts(a.data or _default_calib(), split="evaluation")
+        eval_data = None
+
+        def eval_fn(run):
+            q = lm.quality(lambda ins: run(ins), held, n=a.n_eval)
+            return q.get("cosine_mean", q.get("ppl_ratio", q.get("relative_error")))
+
+    ckpt = a.checkpoint or str(Path(a.out).with_name(Path(a.out).name + ".checkpoint"))
+    _log(f"finetuning {a.dir} for {a.steps} steps on {len(data)} batch(es) ({a.backend}); checkpoints in {ckpt}")
+    result = finetune(art.graph, teacher, data, steps=a.steps, lr=a.lr, recipe=a.recipe, backend=a.backend,
+                      lr_schedule=a.lr_schedule, eval_fn=eval_fn, eval_data=eval_data,
+                      eval_every=max(a.steps // 5, 1), checkpoint=ckpt, checkpoint_every=a.checkpoint_every)
+    if result.resumed_from is not None:
+        _log(f"resumed from the checkpoint at step {result.resumed_from}")
+    standard = {MANIFEST, GRAPH_FILE, WEIGHTS_FILE, REPORT_FILE}
+    extras = [f for f in art.manifest.get("files", {}) if f not in standard]
+
+    def copy_extras(tmp: Path) -> None:  # tokenizer files and the like travel with the artifact
+        for f in extras:
+            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(art.path / f, tmp / f)
+
+    last = result.history[-1]
+    recipe = (art.recipe + " + " if art.recipe else "") + f"finetune{{steps={a.steps}}}"
+    save_artifact(a.out, result.graph, recipe=recipe, source=art.source, input_names=art.input_names,
+                  output_names=art.output_names, report_rows=list(art.report_rows) + result.report.to_dicts(),
+                  metrics={**art.manifest.get("metrics", {}), "finetune": last}, extra=copy_extras,
+                  overwrite=a.overwrite)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    figure = f", held-out {last['eval']:.4f}" if "eval" in last else ""
+    _log(f"wrote {a.out}: loss {last['loss']:.4g}{figure} after {last['seconds']:.0f} s")
+    return 0
+
+
 def describe_pass(cls) -> list[str]:
     doc = (cls.__doc__ or "").strip().splitlines()
     lines = [f"{cls.name}: {doc[0] if doc else ''}"]
@@ -334,7 +469,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seq-len", type=_positive_int, default=128)
     c.add_argument("--no-eval", action="store_true", help="skip the quality and speed measurement")
     c.add_argument("--no-bench", action="store_true", help="skip the speed measurement")
+    c.add_argument("--context", type=_non_negative_int, default=1024,
+                   help="causal LMs: KV-cache positions of the stored decode graph (prompt + new tokens; "
+                   "0: store none)")
     c.set_defaults(fn=cmd_compress)
+
+    g = sub.add_parser("generate", help="generate text from a compressed causal LM (its decode graph)")
+    g.add_argument("dir", help="artifact directory (from `pared compress` of a causal LM)")
+    g.add_argument("prompt")
+    g.add_argument("--max-new-tokens", "-n", type=_positive_int, default=64)
+    g.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--backend", choices=("torch", "reference"), default="torch")
+    g.set_defaults(fn=cmd_generate)
 
     i = sub.add_parser("inspect", help="per-layer table and totals of an artifact")
     i.add_argument("dir")
@@ -363,6 +511,26 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", "-o", required=True)
     x.add_argument("--overwrite", action="store_true")
     x.set_defaults(fn=cmd_export)
+
+    f = sub.add_parser("finetune", help="distillation fine-tuning of an artifact against its dense model")
+    f.add_argument("dir", help="a compressed artifact (one-shot sparse), or a dense one with --recipe")
+    f.add_argument("--steps", type=_positive_int, required=True)
+    f.add_argument("--out", "-o", required=True, help="output artifact directory")
+    f.add_argument("--recipe", "-r", help="training passes, e.g. 'train_sparse{pattern=2:4,schedule=dynamic}' "
+                   "(default: keep the artifact's sparse masks)")
+    f.add_argument("--teacher", help="the dense model: an artifact directory or MODEL (default: the source model)")
+    f.add_argument("--data", help="training text ('wikipedia', 'builtin', a file) or 'random' inputs")
+    f.add_argument("--lr", type=float, default=1e-4)
+    f.add_argument("--lr-schedule", default="cosine", choices=("constant", "cosine"))
+    f.add_argument("--batch", type=_positive_int, default=8)
+    f.add_argument("--n-train", type=_positive_int, default=256, help="training samples (sentences or windows)")
+    f.add_argument("--n-eval", type=_positive_int, default=64)
+    f.add_argument("--seq-len", type=_positive_int, default=128)
+    f.add_argument("--backend", default="torch", choices=("torch", "xla"))
+    f.add_argument("--checkpoint", help="checkpoint directory (default: OUT.checkpoint; a rerun resumes from it)")
+    f.add_argument("--checkpoint-every", type=_positive_int, default=50)
+    f.add_argument("--overwrite", action="store_true")
+    f.set_defaults(fn=cmd_finetune)
 
     ps = sub.add_parser("passes", help="list every pass with its options, and the presets")
     ps.set_defaults(fn=cmd_passes)

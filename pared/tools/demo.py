@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except TextDataError:
         eval_texts, calib = load_texts("builtin"), "builtin"
     print(
-        f"{type(lm.model).__name__}: {lm.source()['parameters']:,} parameters, loaded in {time.perf_counter() - t0:.1f} s; "
+        f"{type(lm.model).__name__}: {lm.source()['parameters']:,} parameters, "
+        f"loaded in {time.perf_counter() - t0:.1f} s; "
         f"text: {calib}"
     )
 
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = measure(result, eval_texts, n_eval=n_eval, repeat=repeat)
     q, s = metrics["quality"], metrics["speed"]
     print(
-        f"cosine vs dense on {q['sentences']} held-out sentences: mean {q['cosine_mean']:.4f}, min {q['cosine_min']:.4f}"
+        f"cosine vs dense on {q['sentences']} held-out sentences: "
+        f"mean {q['cosine_mean']:.4f}, min {q['cosine_min']:.4f}"
     )
     print(
         f"eager torch {s['eager_ms']:.1f} ms, pared dense {s['pared_dense_ms']:.1f} ms, pared compressed "
@@ -150,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
 
     _rule("results (measured)")
     dense_bytes = main_tot["layer_bytes_dense"]
-    head = f"{'model':<26}{'layer weights':>15}{'smaller':>9}{'model size':>13}{'cosine mean':>13}{'cosine min':>12}{'latency':>11}"
+    head = (
+        f"{'model':<26}{'layer weights':>15}{'smaller':>9}{'model size':>13}"
+        f"{'cosine mean':>13}{'cosine min':>12}{'latency':>11}"
+    )
     print(head)
     print("-" * len(head))
     print(
-        f"{'dense (eager torch)':<26}{format_bytes(dense_bytes):>15}{'1.00x':>9}{format_bytes(main_tot['model_bytes_dense']):>13}"
+        f"{'dense (eager torch)':<26}{format_bytes(dense_bytes):>15}{'1.00x':>9}"
+        f"{format_bytes(main_tot['model_bytes_dense']):>13}"
         f"{1.0:>13.4f}{1.0:>12.4f}{s['eager_ms']:>9.1f}ms"
     )
     print(
@@ -168,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{format_bytes(st['model_bytes_stored']):>13}{sq['cosine_mean']:>13.4f}{sq['cosine_min']:>12.4f}{'-':>11}"
         )
     print(
-        f"\nlatency: batch {s['input']['input_ids']}, {s['threads']} CPU threads, median of >= {repeat} runs. pared runs "
-        "sparse and int8 weights through dense torch kernels on CPU here, so it is not faster than eager yet; "
+        f"\nlatency: batch {s['input']['input_ids']}, {s['threads']} CPU threads, median of >= {repeat} runs. "
+        "pared runs sparse and int8 weights through dense torch kernels on CPU here, "
+        "so it is not faster than eager yet; "
         "the size and quality columns are what the recipe buys."
     )
     print(f"report: {Path(out) / 'report.html'} (plots: layers.png, tradeoff.png)")

@@ -25,7 +25,8 @@ from ..compiler.presets import PRESETS, register_builtin_passes
 from ..passes.base import Pass
 from ..passes.context import Report
 from ..passes.layer_patterns import LayerPatternError, no_match_message, unmatched
-from .artifact import save_artifact
+from .artifact import DECODE_DIR, save_artifact
+from .decoding import cache_names, share_weights
 from .models import TOKENIZER_FILES, LoadedModel
 from .report import layer_table, totals, write_html, write_plots
 
@@ -106,6 +107,7 @@ class CompressResult:
     calib_batches: int = 0
     seconds: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    decode: Any = None  # (decode-step Graph, context) for a causal LM: saved as the artifact's decode/
 
     @property
     def graph(self):
@@ -137,8 +139,12 @@ def compress_model(
     n_calib: int = 32,
     log: Callable[[str], None] = print,
     verify: bool = True,
+    context: int = 1024,
 ) -> CompressResult:
-    """Capture ``lm`` once, check the recipe against it, run the passes with calibration from text."""
+    """Capture ``lm`` once, check the recipe against it, run the passes with calibration from text.
+
+    For a causal LM, also build its decode step over a static KV cache of ``context`` positions
+    with the compressed weights (:func:`pared.tools.decoding.build_decode_graph`; 0 skips it)."""
     from ..compiler.pipeline import unmatched_rewrites
     from ..compiler.torch_api import compress_torch
     from ..compiler.torch_backend import compile_imported
@@ -178,8 +184,22 @@ def compress_model(
     for w in unmatched:
         log(f"warning: {w}")
     warns = [*warns, *unmatched]
+    decode = None
+    if lm.kind == "causal-lm" and context:
+        from ..passes.replay import ReplayError
+        from .decoding import DecodeError, build_decode_graph, lower_for_torch
+
+        t0 = time.perf_counter()
+        try:
+            graph, ctx_len = build_decode_graph(dense.imported.graph, compiled.graph, lm.model, context, log=log)
+            decode = (lower_for_torch(graph), ctx_len)
+        except (DecodeError, ReplayError) as e:
+            msg = f"no decode graph stored (`pared generate` will not work on this artifact): {e}"
+            log(f"warning: {msg}")
+            warns.append(msg)
+        seconds["decode_graph"] = time.perf_counter() - t0
     return CompressResult(
-        lm, passes, format_pipeline(passes), source, dense, compiled, len(batches or []), seconds, warns
+        lm, passes, format_pipeline(passes), source, dense, compiled, len(batches or []), seconds, warns, decode
     )
 
 
@@ -273,6 +293,13 @@ def save_result(
 
     def extra(tmp: Path) -> None:
         _copy_tokenizer(lm, tmp)
+        if result.decode is not None:
+            graph, context = result.decode
+            graph, shared = share_weights(graph, result.graph)
+            names = cache_names(graph)
+            save_artifact(tmp / DECODE_DIR, graph, recipe=result.recipe, recipe_source=result.recipe_source,
+                          source={**lm.source(), "context": context}, input_names=["input_ids", "start", *names],
+                          output_names=["logits", *names], shared=shared)
         if not html:
             return
         images = write_plots(tmp, rows, [p for p in points if p], title=f"{lm.name}: {result.recipe}")

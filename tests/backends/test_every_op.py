@@ -1,11 +1,12 @@
 """Every op on every backend, against the reference interpreter.
 
 The OpInfo samples (tests/ir/opinfo.py) of each op run on the torch and XLA backends (one graph
-holding one equation per sample: one compile) and are compared with the reference interpreter (itself checked against independent references
-in tests/ir/test_ops.py). The Triton backend's kernel expressions run the same samples as
-one-equation fused regions under ``TRITON_INTERPRET=1`` (in a subprocess: the variable must be
-set before triton is imported). And the lowering table is checked for holes: an op a backend
-claims with no rule (and no decomposition) fails here unless :data:`NOT_LOWERED` says why.
+holding one equation per sample: one compile) and are compared with the reference interpreter
+(itself checked against independent references in tests/ir/test_ops.py). The Triton backend's
+kernel expressions run the same samples as one-equation fused regions under
+``TRITON_INTERPRET=1`` (in a subprocess: the variable must be set before triton is imported).
+And the lowering table is checked for holes: an op a backend claims with no rule (and no
+decomposition) fails here unless :data:`NOT_LOWERED` says why.
 """
 
 from __future__ import annotations

@@ -138,14 +138,17 @@ def minilm_case(tmp_path_factory):
 
 @pytest.mark.filterwarnings("ignore:Explicitly requested dtype")
 def test_minilm_round_trip_torch_reference_xla(minilm_case):
-    """compress -> save -> load -> run equals the in-memory compressed model exactly."""
+    """compress -> save -> load -> run equals the in-memory compressed model (exactly on the
+    reference interpreter and XLA)."""
     import torch
 
     lm, result, path = minilm_case
     art = load_artifact(path)
     ins = lm.graph_inputs(lm.example_kwargs)
-    for a, b in zip(result.run(ins), art.run(*ins, backend="torch")):  # the in-memory torch module
-        assert torch.equal(a, b)
+    # the in-memory torch module: its lowering and the reloaded one's each time the sparse kernels
+    # against dense (the measured cost model), and may pick differently: equal up to summation order
+    for a, b in zip(result.run(ins), art.run(*ins, backend="torch")):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     np_ins = [x.numpy() for x in ins]
     for a, b in zip(run_graph(result.graph, np_ins), art.run(*np_ins, backend="reference")):
         np.testing.assert_array_equal(a, b)

@@ -22,6 +22,7 @@ from pared.ir.dtypes import DType
 
 from .opinfo_qlinear import qlinear_ref, qlinear_samples
 from .opinfo_sparse import densify_nm_ref, densify_nm_samples
+from .opinfo_train import fake_quant_ref, fake_quant_samples, ste_mask_ref, ste_mask_samples
 
 # Relative and absolute tolerance per output dtype: ~2 units in the last place for the narrow
 # formats (the reference rounds once from float64; so does the op), looser for accumulating f32.
@@ -150,7 +151,9 @@ def _clamp_ref(x, *, min, max):  # noqa: A002
 
 def _where_samples(dt, rng):
     shapes = [((3, 4), (3, 4), (3, 4)), ((3, 1), (1, 4), ()), ((1,), (5,), (5,)), ((2, 1, 3), (4, 1), (3,))]
-    return [S((DT.boolean, arr(DT.boolean, c, rng)), (dt, arr(dt, a, rng)), (dt, arr(dt, b, rng))) for c, a, b in shapes]
+    return [
+        S((DT.boolean, arr(DT.boolean, c, rng)), (dt, arr(dt, a, rng)), (dt, arr(dt, b, rng))) for c, a, b in shapes
+    ]
 
 
 def _argmax_samples(dt, rng):
@@ -386,6 +389,17 @@ def _take_ref(x, idx, *, axis):
     out = torch.index_select(t, axis, flat)
     axis = axis % x.ndim
     return out.reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1 :]).numpy()
+
+
+def _index_copy_samples(dt, rng):
+    return [
+        S((dt, arr(dt, (2, 3, 6, 4), rng)), (DT.i64, np.array([4, 1])), (dt, arr(dt, (2, 3, 2, 4), rng)), axis=2),
+        S((dt, arr(dt, (5, 3), rng)), (DT.i32, np.array([0, -1, 2], np.int32)), (dt, arr(dt, (3, 3), rng)), axis=0),
+    ]
+
+
+def _index_copy_ref(x, idx, src, *, axis):
+    return torch.index_copy(T(x), axis, T(idx.astype(np.int64) % x.shape[axis]), T(src)).numpy()
 
 
 def _pad_samples(dt, rng):
@@ -625,6 +639,7 @@ def _infos() -> list[OpInfo]:
             lambda *xs, axis: torch.cat([T(x) for x in xs], axis).numpy(),
         ),
         OpInfo("take", _take_samples, _take_ref),
+        OpInfo("index_copy", _index_copy_samples, _index_copy_ref),
         OpInfo("pad", _pad_samples, _pad_ref),
         OpInfo("iota", _iota_samples, _iota_ref),
         OpInfo("quantize", _quantize_samples, _quantize_ref),
@@ -639,6 +654,8 @@ def _infos() -> list[OpInfo]:
     ]
     out.append(OpInfo("qlinear", qlinear_samples, qlinear_ref, tol=4))
     out.append(OpInfo("densify_nm", densify_nm_samples, densify_nm_ref))
+    out.append(OpInfo("ste_mask", ste_mask_samples, ste_mask_ref))
+    out.append(OpInfo("fake_quant", fake_quant_samples, fake_quant_ref))
     return out
 
 

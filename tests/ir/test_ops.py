@@ -211,6 +211,7 @@ SYMBOLIC = [
     ("slice", [t(B, "2*S")], {"start": (0, 0), "limit": (B, "2*S"), "stride": (1, 2)}, [t(B, S)]),
     ("concat", [t(B, S, 4), t(B, 1, 4)], {"axis": 1}, [t(B, "S+1", 4)]),
     ("take", [t(32000, 64), t(B, S, dt="i64")], {"axis": 0}, [t(B, S, 64)]),
+    ("index_copy", [t(1, 3, 256, 64), t(S, dt="i64"), t(1, 3, S, 64)], {"axis": 2}, [t(1, 3, 256, 64)]),
     ("pad", [t(B, S)], {"low": (0, 1), "high": (0, 2)}, [t(B, "S+3")]),
     ("iota", [], {"shape": (B, S), "axis": 1, "dtype": "i32"}, [t(B, S, dt="i32")]),
     ("quantize", [t(B, "4*S"), t(B, S)], {"dtype": "i4", "group_axis": 1, "group_size": 4}, [t(B, "4*S", dt="i4")]),
@@ -221,6 +222,8 @@ SYMBOLIC = [
 SYMBOLIC += QLINEAR_SYMBOLIC
 SYMBOLIC += [
     ("densify_nm", [tensor((B, 6)), tensor((B, 6), "u8")], {"n": 2, "m": 4}, [tensor((B, 12))]),
+    ("ste_mask", [t(S, 64), t(S, 64)], {"backward": "srste", "decay": 2e-4}, [t(S, 64)]),
+    ("fake_quant", [t(S, "4*B"), t(S, B)], {"dtype": "u4", "group_axis": 1, "group_size": 4}, [t(S, "4*B")]),
 ]
 _FUSED_BODY = _region([t(B, S), t(S)], lambda b, x, y: [b.relu(b.add(x, y))])
 
@@ -333,6 +336,7 @@ NEGATIVE = [
     ("concat", [t(2, 3), t(3, 3)], {"axis": 1}, ["concat", "[2,3] [3,3]", "differ outside axis"]),
     ("concat", [t(2, 3), t(2, 3, dt="f16")], {"axis": 0}, ["concat", "dtype mismatch"]),
     ("take", [t(5, 3), t(4)], {"axis": 0}, ["take", "integer"]),
+    ("index_copy", [t(5, 3), t(2, dt="i64"), t(3, 3)], {"axis": 0}, ["index_copy", "does not fit"]),
     ("pad", [t(3)], {"low": (-1,), "high": (0,)}, ["pad", "negative"]),
     ("iota", [], {"shape": (3,), "axis": 1, "dtype": "i32"}, ["iota", "out of range"]),
     ("quantize", [t(4, 10), t(4, 2)], {"dtype": "i4", "group_axis": 1, "group_size": 4}, ["quantize", "3 entries"]),

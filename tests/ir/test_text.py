@@ -30,7 +30,8 @@ def _mlp_text() -> str:
 
 
 def test_roundtrip_features():
-    text = """graph(%x:f32[B*S+1,4], %q:i4[8,4]#quant(bits=4,signed=true,scheme="sym",axis=0,group_size=2,group_axis=1)) {
+    text = """\
+graph(%x:f32[B*S+1,4], %q:i4[8,4]#quant(bits=4,signed=true,scheme="sym",axis=0,group_size=2,group_axis=1)) {
   param @"odd:name":f32[4,4]#sparse(format="nm",n=2,m=4,axis=-1)
   param @w:f32[4]
   %0:f32[B*S+1,4] = add(%x, @w) loc("a \\"b\\"")

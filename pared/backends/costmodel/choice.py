@@ -147,6 +147,10 @@ class Decisions:
         line = f"{len(self.choices)} quantized layer(s): {counts} (chosen by {'/'.join(choosers)})"
         if refused:
             line += f"; {refused} kept on the baseline, measured faster there (report rows 'cost_model')"
+        bf16 = sum(1 for c in self.choices if c.chosen.endswith("_bf16"))
+        if bf16:
+            line += (f"; {bf16} round their fp32 activations to bf16 for the kernel (the recipe left act_dtype "
+                     "unset; act_dtype=f32 keeps fp32)")
         return line
 
 

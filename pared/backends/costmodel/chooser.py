@@ -41,6 +41,8 @@ class Candidate:
             baseline, None means dense fp32 ``F.linear`` of a random weight of the layer's shape.
         key: equal keys share one timing within a lowering (the weight's shape and layout).
         group_size, has_zero: weight-format details the roofline counts bytes with.
+        weight_bytes: bytes the kernel reads per call (packed weights, scales); the measured
+            chooser's floor when weights stream from memory (None: dense fp32, 4 bytes a weight).
     """
 
     kernel: str
@@ -48,6 +50,7 @@ class Candidate:
     key: Hashable = None
     group_size: Optional[int] = None
     has_zero: bool = False
+    weight_bytes: Optional[int] = None
 
 
 class Chooser(Protocol):

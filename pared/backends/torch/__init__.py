@@ -3,3 +3,5 @@
 from .lower import LoweringError, lower
 
 __all__ = ["LoweringError", "lower"]
+
+from . import train  # noqa: E402,F401  (registers the training ops' autograd lowerings)

@@ -24,6 +24,7 @@ from ...ir.opdef import get_op
 from ...ir.torch_dtypes import to_torch
 from ..lowering import register_lowering
 from .bias import absorb_bias, following_bias
+from .sparse import lower_sparse_linear
 
 
 def lowers(*ops: str, **kw):
@@ -222,7 +223,11 @@ def _dot(L, eqn, *inputs):
 
 
 def _linear(L, eqn, a, b):
-    """``x @ W.T`` as F.linear, absorbing a following ``add`` of a 1-d bias."""
+    """``x @ W.T`` as F.linear, absorbing a following ``add`` of a 1-d bias; a sparse-encoded
+    weight on CPU first offers its sparse kernel to the cost model (:mod:`.sparse`)."""
+    out = lower_sparse_linear(L, eqn, a)
+    if out is not None:
+        return out
     fb = following_bias(L, eqn)
     if fb is not None:
         return absorb_bias(L, fb[0], L.call(F.linear, a, b, L.value(fb[1])))
@@ -339,6 +344,14 @@ def _concat(L, eqn, *inputs):
 def _wrap_negative(idx, n):
     """np.take's indices: a negative index counts from the end."""
     return torch.where(idx < 0, idx + n, idx)
+
+
+@lowers("index_copy")
+def _index_copy(L, eqn, x, idx, src):
+    axis = eqn.attrs["axis"] % eqn.inputs[0].type.rank
+    n = L.dim(eqn.inputs[0].type.shape[axis])
+    idx = L.call(_wrap_negative, L.call(torch.Tensor.long, L.tensor(eqn.inputs[1])), n)
+    return L.call(torch.index_copy, L.tensor(eqn.inputs[0]), axis, idx, L.tensor(eqn.inputs[2]))
 
 
 @lowers("take")

@@ -48,8 +48,12 @@ from ..costmodel.measured import MeasuredChooser, probe_rows
 from ..costmodel.policy import POLICIES, kernel_policy, use_kernels
 from ..lowering import register_lowering
 from .bias import absorb_bias, following_bias
+from .sparse import choose_sparse_qlinear, sparse_qlinear_candidates
 
 INT4_GROUPS = (32, 64, 128, 256)
+# int4pack on activations rounded to bf16, offered for an fp32 layer whose recipe left act_dtype
+# unset (None: the lowering may pick); a recipe that sets act_dtype=f32 never gets it
+INT4_BF16 = "int4pack_bf16"
 __all__ = ["INT4_GROUPS", "POLICIES", "kernel_choices", "lower_qlinear", "pack_int4", "use_kernels"]
 
 
@@ -152,6 +156,10 @@ def pack_int4(
 # ---- the lowering rule -----------------------------------------------------------------------
 
 
+def _nbytes(*ts: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
 def _register(L, name: str, t: torch.Tensor):
     return L._register(name, t.to(L.device) if t.device != L.device else t)
 
@@ -175,6 +183,7 @@ def lower_qlinear(L, eqn: Eqn, i: int):
     base = Candidate("dense")  # dense fp32 F.linear: what runs when no compressed kernel does
 
     candidate = None  # (the compressed kernel, with a callable for measuring; builder of its fx call)
+    extra = []  # further (kernel, builder) pairs, after ``candidate`` in preference order
     if act == "none" and cpu:
         adt = to_torch(act_dtype) if act_dtype is not None else xdt
         bits = storage_bits(q_atom.type)  # the encoding's bits (sparse+quant included), else the dtype's
@@ -182,7 +191,7 @@ def lower_qlinear(L, eqn: Eqn, i: int):
             packed, sz, g, k_pad = pack_int4(q, scale, zero, gs, adt)
             fn = lambda xx: int4pack_linear(xx, packed, sz, g, n, k_pad)
             candidate = (
-                Candidate("int4pack", fn, (k, n, g, str(adt))),
+                Candidate("int4pack", fn, (k, n, g, str(adt)), weight_bytes=_nbytes(packed, sz)),
                 lambda: L.call(
                     int4pack_linear,
                     xv,
@@ -193,13 +202,28 @@ def lower_qlinear(L, eqn: Eqn, i: int):
                     k_pad,
                 ),
             )
+            if act_dtype is None and adt == torch.float32:  # the kernel's fast path reads bf16 activations
+                packed16, sz16, _, _ = pack_int4(q, scale, zero, gs, torch.bfloat16)
+                fn16 = lambda xx: int4pack_linear(xx, packed16, sz16, g, n, k_pad)
+                extra.append((
+                    Candidate(INT4_BF16, fn16, (k, n, g, "bf16"), weight_bytes=_nbytes(packed16, sz16)),
+                    lambda: L.call(
+                        int4pack_linear,
+                        xv,
+                        _register(L, f"int4pack_{name}", packed16),
+                        _register(L, f"qaux_sz_{name}", sz16),
+                        g,
+                        n,
+                        k_pad,
+                    ),
+                ))
         elif q.dtype == np.int8 and zero is None and gs is None and adt in (torch.bfloat16, torch.float32):
             k16 = -(-k // 16) * 16
             wq = torch.from_numpy(np.ascontiguousarray(np.pad(q, ((0, 0), (0, k16 - k)))))
             sc = torch.from_numpy(scale.reshape(-1).astype(np.float32)).to(adt)
             fn = lambda xx: int8pack_linear(xx, wq, sc)
             candidate = (
-                Candidate("int8pack", fn, (k, n, str(adt))),
+                Candidate("int8pack", fn, (k, n, str(adt)), weight_bytes=_nbytes(wq, sc)),
                 lambda: L.call(
                     int8pack_linear, xv, _register(L, f"int8pack_{name}", wq), _register(L, f"qaux_s_{name}", sc)
                 ),
@@ -218,21 +242,34 @@ def lower_qlinear(L, eqn: Eqn, i: int):
                 args.append(_register(L, f"qaux_as_{name}", a_s))
             return L.call(int8_dynamic_linear, *args)
 
-        candidate = (Candidate("int_mm", fn, (k, n, act)), build)
+        candidate = (Candidate("int_mm", fn, (k, n, act), weight_bytes=_nbytes(w_t, ws)), build)
 
+    sparse = sparse_qlinear_candidates(L, eqn, xv) if cpu and policy != "dense" else []
+    if sparse:  # a sparse + quantized weight: its sparse kernels compete with the dense-quantized ones
+        options = sparse + ([candidate, *extra] if candidate is not None else [])
+        choice = choose_sparse_qlinear(L, gemm, [c for c, _ in options], base, policy)
+        _record(L, choice, eqn)
+        for c, b in options:
+            if choice.chosen == c.kernel:
+                return b()
+        return _lower_dense(L, eqn, xv, q, scale, zero, act_scale, name, act_dtype=act != "none")
     if candidate is not None and policy != "dense":
         cand, build = candidate
+        options = [candidate, *extra]
+        kernels = [c for c, _ in options]
         if policy == "compressed":
-            choice = by_policy(gemm, [cand, base], cand.kernel, "policy=compressed")
+            choice = by_policy(gemm, [*kernels, base], cand.kernel, "policy=compressed")
         elif not cpu:
             why = f"not timed on {L.device.type} (the measured chooser runs on CPU)"
-            choice = by_policy(gemm, [cand, base], cand.kernel, why)
+            choice = by_policy(gemm, [*kernels, base], cand.kernel, why)
         else:
             slower_than = "the int8 emulation in fp32" if base.fn is not None else "dense fp32"
-            choice = MeasuredChooser(L.decisions.measurements, slower_than=slower_than).choose(gemm, [cand, base])
+            chooser = MeasuredChooser(L.decisions.measurements, slower_than=slower_than, cold=L.streams_weights)
+            choice = chooser.choose(gemm, [*kernels, base])
         _record(L, choice, eqn)
-        if choice.chosen == cand.kernel:
-            return build()
+        for c, b in options:
+            if choice.chosen == c.kernel:
+                return b()
         if act == "none":  # run the baseline that was measured: fp32 activations, not a slower cast to bf16
             return _lower_dense(L, eqn, xv, q, scale, zero, act_scale, name, act_dtype=False)
     elif candidate is None and policy != "dense":

@@ -126,7 +126,8 @@ def _load_b(em: Emitter, i: int, op: Operand, a_dtype: str) -> str:
             em.line(f"{b}q = tl.load({p}_0 + {kk} * {p}_0_sk + {nn} * {p}_0_sn, mask=bmask, other=0).to(tl.float32)")
         else:
             em.line(
-                f"{b}q = tl.load({p}_0 + (ks // 2)[:, None] * {p}_0_sk + {nn} * {p}_0_sn, mask=bmask, other=0).to(tl.int32)"
+                f"{b}q = tl.load({p}_0 + (ks // 2)[:, None] * {p}_0_sk + {nn} * {p}_0_sn, "
+                "mask=bmask, other=0).to(tl.int32)"
             )
             em.line(f"{b}q = ({b}q >> ((ks % 2) * 4)[:, None]) & 15")
             if op.signed:
@@ -245,7 +246,8 @@ def generate(region: Graph, spec: GemmSpec, kind: str) -> str:
             "# pointers: activations, weight operands, epilogue inputs, outputs\n    " + ", ".join(ptrs),
             "# shapes: A is [M, K], outputs [M, N] with leading dims D*\n    " + ", ".join(["M", "N", "K", *dims]),
             "# strides (elements) and group sizes\n    " + ", ".join(strides),
-            "# meta-parameters\n    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr",
+            "# meta-parameters\n"
+            "    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr",
         ]
     )
     fmts = ", ".join(op.fmt for op in spec.operands)

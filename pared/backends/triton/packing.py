@@ -15,8 +15,9 @@ the contraction axis K (torch ``Linear`` orientation), whatever the IR weight's 
   positions as one nibble ``i0 | i1 << 2`` per group (``i0 < i1``; a group with fewer non-zeros
   keeps a zero), group ``g`` in byte ``g // 2``, low nibble for even ``g``.
 * ``sparse24_int4``: ``codes [N, K / 4]`` uint8 with the two kept int4 codes of group ``g`` as
-  ``c0 | c1 << 4``; ``meta`` as for ``sparse24`` (3 bits per weight in all); scales/zeros per group of ``group_size`` along
-  the dense K. A pruned element is one whose code equals the zero point (it dequantizes to 0).
+  ``c0 | c1 << 4``; ``meta`` as for ``sparse24`` (3 bits per weight in all); scales/zeros per
+  group of ``group_size`` along the dense K. A pruned element is one whose code equals the zero
+  point (it dequantizes to 0).
 """
 
 from __future__ import annotations

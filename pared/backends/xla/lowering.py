@@ -258,7 +258,9 @@ def _dot_general(env, eqn, x, y):
 
     out = eqn.attrs["out_dtype"]
     (lc, rc), (lb, rb) = eqn.attrs["contract"], eqn.attrs["batch"]
-    lc, lb, rc, rb = (tuple(a % r for a in axes) for axes, r in ((lc, x.ndim), (lb, x.ndim), (rc, y.ndim), (rb, y.ndim)))
+    lc, lb, rc, rb = (
+        tuple(a % r for a in axes) for axes, r in ((lc, x.ndim), (lb, x.ndim), (rc, y.ndim), (rb, y.ndim))
+    )
     return lax.dot_general(
         x,
         y,
@@ -338,6 +340,13 @@ def _slice(env, eqn, x):
 @lowers("concat")
 def _concat(env, eqn, *xs):
     return _jnp().concatenate(xs, axis=eqn.attrs["axis"])
+
+
+@lowers("index_copy")
+def _index_copy(env, eqn, x, idx, src):
+    axis = eqn.attrs["axis"] % x.ndim
+    where = (slice(None),) * axis + (idx,)
+    return x.at[where].set(src)
 
 
 @lowers("take")

@@ -359,7 +359,15 @@ def _pad(em, eqn, ins):
         em.refuse("pad with a non-constant padding value")
     if any(lo < 0 or hi < 0 for lo, hi, _ in cfg):
         em.refuse("pad with negative padding (a crop)")
-    return [em.op("pad", x, low=tuple(int(lo) for lo, _, _ in cfg), high=tuple(int(hi) for _, hi, _ in cfg), value=float(value.value))]
+    return [
+        em.op(
+            "pad",
+            x,
+            low=tuple(int(lo) for lo, _, _ in cfg),
+            high=tuple(int(hi) for _, hi, _ in cfg),
+            value=float(value.value),
+        )
+    ]
 
 
 @rule("iota")

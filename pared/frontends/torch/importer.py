@@ -319,7 +319,9 @@ class FxImporter:
                 elif node.op == "output":
                     return fx.node.map_arg(node.args[0], env.__getitem__)
                 else:
-                    env[node] = self.call(node, fx.node.map_arg(node.args, env.__getitem__), fx.node.map_arg(node.kwargs, env.__getitem__))
+                    node_args = fx.node.map_arg(node.args, env.__getitem__)
+                    node_kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
+                    env[node] = self.call(node, node_args, node_kwargs)
         finally:
             self.gm, self.node = saved
 

@@ -418,6 +418,11 @@ def _embedding(cx, ids, weight, padding_idx=None, max_norm=None, *args, **kwargs
     return cx.emit("take", weight, ids, axis=0)
 
 
+@rule("aten.index_copy")
+def _aten_index_copy(cx, x, dim, index, source):
+    return cx.emit("index_copy", x, index, source, axis=dim)
+
+
 @rule("aten.embedding")
 def _aten_embedding(cx, weight, ids, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
     return cx.emit("take", weight, ids, axis=0)

@@ -16,5 +16,6 @@ from . import reduce  # noqa: F401
 from . import region  # noqa: F401
 from . import shape  # noqa: F401
 from . import topk  # noqa: F401
+from . import train  # noqa: F401
 from . import sparse  # noqa: F401
 from . import unary  # noqa: F401

@@ -67,7 +67,8 @@ def _norm_infer(name):
         for t in ts[1:]:
             if t.shape != norm_shape:
                 raise TypeInferenceError(
-                    f"{name}: weight/bias shape {format_shape(t.shape)} must equal the normalised dims {format_shape(norm_shape)} of {x}"
+                    f"{name}: weight/bias shape {format_shape(t.shape)} must equal the normalised dims "
+                    f"{format_shape(norm_shape)} of {x}"
                 )
         return [TensorType(x.shape, x.dtype)]
 

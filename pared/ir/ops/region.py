@@ -21,7 +21,8 @@ def _infer(ts, attrs, regions):
     want = [v.type for v in body.inputs]
     if want != list(ts):
         raise TypeInferenceError(
-            f"fused[{attrs['kind']}]: region takes ({', '.join(map(str, want))}) but the op gets ({', '.join(map(str, ts))})"
+            f"fused[{attrs['kind']}]: region takes ({', '.join(map(str, want))}) "
+            f"but the op gets ({', '.join(map(str, ts))})"
         )
     if not body.outputs:
         raise TypeInferenceError(f"fused[{attrs['kind']}]: region returns nothing")

@@ -1,4 +1,4 @@
-"""Shape ops: reshape, transpose, broadcast_in_dim, slice, concat, take, pad, iota.
+"""Shape ops: reshape, transpose, broadcast_in_dim, slice, concat, take, index_copy, pad, iota.
 
 They move data and never change values, so every dtype is supported."""
 
@@ -202,6 +202,45 @@ register(
         dtypes=ALL_DTYPES,
         doc="np.take: out = x[..., idx, ...] at `axis` (embedding lookup is take(table, ids, axis=0)); "
         "negative indices count from the end, out-of-range indices are an error.",
+    )
+)
+
+
+def _index_copy_infer(ts, attrs):
+    x, idx, src = ts
+    if not idx.dtype.is_int or idx.rank != 1:
+        raise TypeInferenceError(f"index_copy: indices must be a 1-d integer tensor, got {idx}")
+    axis = check_axis("index_copy", attrs["axis"], x)
+    want = x.shape[:axis] + idx.shape + x.shape[axis + 1 :]
+    if src.dtype != x.dtype or src.rank != x.rank or any(
+        isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(src.shape, want)
+    ):
+        raise TypeInferenceError(f"index_copy: source {src} does not fit {x} at {idx} along axis {axis}")
+    return [x]
+
+
+def _index_copy_impl(x, idx, src, *, axis):
+    out = np.array(x, copy=True)
+    n = x.shape[axis]
+    if np.any((idx < -n) | (idx >= n)):
+        raise ValueError(f"index_copy: an index is out of range for size {n}")
+    where = [slice(None)] * x.ndim
+    where[axis] = idx
+    out[tuple(where)] = src
+    return out
+
+
+register(
+    OpDef(
+        "index_copy",
+        _index_copy_infer,
+        _index_copy_impl,
+        attrs={"axis": attr("int")},
+        arity=3,
+        cost=_move_cost,
+        dtypes=ALL_DTYPES,
+        doc="torch.index_copy, out of place: x with x[..., idx[i], ...] = src[..., i, ...] at `axis` "
+        "(a KV-cache update: new keys written at their positions); idx is 1-d, no duplicates.",
     )
 )
 

@@ -186,7 +186,8 @@ class _Share:
 def _activation_key(site: WeightSite):
     a = site.activation
     if site.kind == "conv":
-        return (id(a), "conv", site.eqn.attrs["strides"], site.eqn.attrs["dilation"], site.eqn.attrs["padding"], site.type.shape[1:])
+        attrs = site.eqn.attrs
+        return (id(a), "conv", attrs["strides"], attrs["dilation"], attrs["padding"], site.type.shape[1:])
     return (id(a), "dot", site.x_perm, site.x_in)
 
 

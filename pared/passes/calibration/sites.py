@@ -286,7 +286,10 @@ def normalize_batches(graph: Graph, calibration: Any) -> list[tuple]:
         for k, (v, x) in enumerate(zip(graph.inputs, batch)):
             shape = tuple(getattr(x, "shape", np.shape(x)))
             if len(shape) != v.type.rank:
-                raise CalibrationError(f"calibration batch {b}, input {k}: expected rank {v.type.rank} ({v.type}), got shape {list(shape)}")
+                raise CalibrationError(
+                    f"calibration batch {b}, input {k}: expected rank {v.type.rank} ({v.type}), "
+                    f"got shape {list(shape)}"
+                )
             if 0 in shape:
                 raise CalibrationError(f"calibration batch {b}, input {k} is empty (shape {list(shape)})")
             if v.type.dtype.is_float and not _all_finite(x):

@@ -127,7 +127,9 @@ def fuse_token_quantize(graph: Graph) -> Graph:
             taken = {fi, *chain, qi}
             outside = [a for i, e in enumerate(eqns) if i not in taken for a in e.inputs]
             exports = exported_values(members, [*outside, *graph.outputs])
-            fe = build_region(members, exports, eqns[fi].attrs["kind"] if eqns[fi].op == "fused" else gemm_kind(eqns[fi]))
+            fe = build_region(
+                members, exports, eqns[fi].attrs["kind"] if eqns[fi].op == "fused" else gemm_kind(eqns[fi])
+            )
             subst = dict(zip(exports, fe.outputs))
             new = []
             for i, e in enumerate(eqns):

@@ -122,7 +122,9 @@ class AdaRound(CalibratedWeightQuantizer):
         if self.weight_scheme().fp8:
             raise QuantizationError("adaround: fp8 weights have no uniform grid to round on; use int2..int8")
         if self.iters < 1 or not 0.0 <= self.warmup < 1.0:
-            raise QuantizationError(f"adaround: need iters >= 1 and 0 <= warmup < 1, got {self.iters} and {self.warmup}")
+            raise QuantizationError(
+                f"adaround: need iters >= 1 and 0 <= warmup < 1, got {self.iters} and {self.warmup}"
+            )
 
     def solve(self, w: np.ndarray, stats: Stats) -> Solution:
         scheme = self.weight_scheme()

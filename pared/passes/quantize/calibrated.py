@@ -70,6 +70,9 @@ SolveResult = Union[Solution, tuple]
 class CalibratedWeightQuantizer(WeightQuantizer):
     """Base of the weight quantizers that solve each layer from calibration statistics."""
 
+    def needs_calibration(self) -> bool:
+        return True
+
     activations: ClassVar[str] = "none"
 
     def statistics(self) -> Sequence[str]:

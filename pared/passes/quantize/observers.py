@@ -135,7 +135,10 @@ class ActivationObserver:
             v = v[v != 0]
             return (min(float(v.min()), 0.0), max(float(v.max()), 0.0)) if v.size else (0.0, 0.0)
         if self.method == "percentile":
-            return min(float(np.percentile(v, 100 - self.percentile)), 0.0), max(float(np.percentile(v, self.percentile)), 0.0)
+            return (
+                min(float(np.percentile(v, 100 - self.percentile)), 0.0),
+                max(float(np.percentile(v, self.percentile)), 0.0),
+            )
         s = WeightScheme(8)
         l2, h2 = _mse_search(v.reshape(1, 1, -1), np.array([[lo]]), np.array([[hi]]), s, 40, 0.3)
         return float(l2[0, 0]), float(h2[0, 0])

@@ -52,7 +52,8 @@ class WeightScheme:
                 raise QuantizationError(f"fp8 weights have 8 bits, got {self.bits}")
         elif self.bits not in SUPPORTED_INT_BITS:
             raise QuantizationError(
-                f"unsupported bit-width {self.bits}: integer weights take {SUPPORTED_INT_BITS[0]}..{SUPPORTED_INT_BITS[-1]} bits"
+                f"unsupported bit-width {self.bits}: integer weights take "
+                f"{SUPPORTED_INT_BITS[0]}..{SUPPORTED_INT_BITS[-1]} bits"
             )
         if self.group_size is not None and self.group_size < 1:
             raise QuantizationError(f"group size must be >= 1, got {self.group_size}")

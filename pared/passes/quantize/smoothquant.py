@@ -39,6 +39,9 @@ class SmoothQuant(Pass):
         ignore, targets: regexes of weight names to leave out / to include.
     """
 
+    def needs_calibration(self) -> bool:
+        return True
+
     alpha: float = 0.5
     min_scale: float = 1e-5
     ignore: tuple[str, ...] = ()
@@ -138,7 +141,8 @@ class SmoothQuant(Pass):
                     kind = linear_kind(pe)
                     if kind and param_uses.get(pe.inputs[1].name, 0) == 1:
                         w = cur(pe.inputs[1].name)
-                        weights[pe.inputs[1].name] = (w / s[:, None] if kind == "nk" else w / s[None, :]).astype(np.float32)
+                        scaled = w / s[:, None] if kind == "nk" else w / s[None, :]
+                        weights[pe.inputs[1].name] = scaled.astype(np.float32)
                         return f"into output rows of {pe.inputs[1].name}"
         return None
 

@@ -68,6 +68,9 @@ class ActivationQuantizer(WeightQuantizer):
     Reads the options ``activations``, ``observer`` (the static activation observer) and
     ``weight_observer`` (``minmax`` when the pass does not declare it)."""
 
+    def needs_calibration(self) -> bool:
+        return self.activations == "static"
+
     if TYPE_CHECKING:  # option fields the subclass declares
         activations: str
         observer: str

@@ -73,6 +73,9 @@ class ActivationSparsity(Pass):
         max_tokens: calibration tokens kept per layer for the threshold quantiles.
     """
 
+    def needs_calibration(self) -> bool:
+        return self.method == "threshold"
+
     method: Literal["topk", "threshold", "wina"] = "topk"
     sparsity: float = 0.5
     targets: tuple[str, ...] = ()

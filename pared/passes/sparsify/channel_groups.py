@@ -255,7 +255,9 @@ def _dot(t: _Tracker, i: int, e, g: int, refuse) -> None:
         elif a in contract[k]:
             j = contract[k].index(a)
             if isinstance(other, Param) and len(contract[k]) == 1:
-                t.group(g).consumers.append((other.name, contract[1 - k][j], lhs.type.shape[a] if k == 0 else rhs.type.shape[a]))
+                t.group(g).consumers.append(
+                    (other.name, contract[1 - k][j], lhs.type.shape[a] if k == 0 else rhs.type.shape[a])
+                )
             else:
                 return refuse("contracts the channels with something other than one weight axis")
         else:

@@ -78,6 +78,9 @@ class Sparsify(Pass):
         seed: random method seed.
     """
 
+    def needs_calibration(self) -> bool:
+        return self.method in DATA_AWARE or self.dsnot
+
     rewrites_layers: ClassVar[bool] = True
 
     method: Literal["magnitude", "random", "wanda", "sparsegpt"] = "magnitude"

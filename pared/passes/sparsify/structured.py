@@ -54,6 +54,9 @@ class StructuredRemoval(Pass):
         multiple_of: round the kept unit count up to a multiple (e.g. 8 for kernel tiles).
     """
 
+    def needs_calibration(self) -> bool:
+        return self.score == "activation"
+
     sparsity: float = 0.25
     score: Literal["weight", "activation"] = "weight"
     kinds: tuple[str, ...] = KINDS
@@ -128,7 +131,8 @@ class StructuredRemoval(Pass):
                 total += e / max(e.sum(), 1e-300)
             return total
         for p, axis, _ in g.consumers:
-            w2 = np.moveaxis(np.asarray(graph.weight(p), np.float64) ** 2, axis, 0).reshape(np.shape(graph.weight(p))[axis], -1)
+            w2 = np.moveaxis(np.asarray(graph.weight(p), np.float64) ** 2, axis, 0)
+            w2 = w2.reshape(np.shape(graph.weight(p))[axis], -1)
             e = (sqnorms[p] * w2.sum(1)).reshape(u, -1).sum(1)
             total += e / max(e.sum(), 1e-300)
         return total

@@ -243,7 +243,8 @@ def test_smoothquant_leaves_the_float_function_unchanged(rng):
     x = cal[0][0]
     np.testing.assert_allclose(run_graph(out, [x])[0], run_graph(g, [x])[0], rtol=1e-4, atol=1e-5)
     folded = {r.name: r.fields["folded"] for r in ctx.report.for_pass("smoothquant")}
-    assert folded["q.weight"].startswith("into layer_norm") and folded["down.weight"].startswith("into output rows of up")
+    assert folded["q.weight"].startswith("into layer_norm")
+    assert folded["down.weight"].startswith("into output rows of up")
     assert not any(
         e.op == "mul" and any(getattr(a, "name", "").endswith("smooth_inv") for a in e.inputs) for e in out.eqns[:3]
     )

@@ -89,7 +89,9 @@ def test_sparse_quantized_and_adaround_weights_lower_to_torch(rng, p):
     (want,) = run_graph(g, [x])
     with use_kernels("compressed"):
         gm = lower(g)
-    assert kernel_choices(gm) == {"int4pack": 5}
+    choices = kernel_choices(gm)
+    # GQSA's block-sparse int4 weights prefer pared's own sparse kernel where it builds
+    assert choices in ({"int4pack": 5}, {"sparse_block_u4": 5}) if p.name == "gqsa" else choices == {"int4pack": 5}
     got = gm(torch.from_numpy(x))[0].numpy()
     assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max()
 

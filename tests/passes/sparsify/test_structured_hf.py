@@ -123,7 +123,11 @@ def np_weight(model, name):
 
 def dot_out_dim(graph, weight):
     """Last output dim of the linear that multiplies by ``weight`` in the IR."""
-    (e,) = [e for e in graph.eqns if e.op == "dot_general" and isinstance(e.inputs[1], Param) and e.inputs[1].name == weight]
+    (e,) = [
+        e
+        for e in graph.eqns
+        if e.op == "dot_general" and isinstance(e.inputs[1], Param) and e.inputs[1].name == weight
+    ]
     return e.outputs[0].type.shape[-1]
 
 
