@@ -66,26 +66,24 @@ def _user_errors() -> tuple:
     )
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a count of samples, windows or repeats)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
+def _int_at_least(lo: int, what: str):
+    """argparse type: an integer >= ``lo`` (``what`` says what it counts, for the docstring)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if n < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {n}")
+        return n
+
+    parse.__doc__ = f"argparse type: {what}, an integer >= {lo}"
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {n}")
-    return n
+_positive_int = _int_at_least(1, "a count of samples, windows, tokens or repeats")
+_non_negative_int = _int_at_least(0, "a size that may be 0 (none)")
 
 
 def _log(msg: str) -> None:

@@ -170,6 +170,20 @@ def _weights(L, eqn: Eqn):
     return x, q, get(q), get(scale), get(zero), get(act_scale)
 
 
+def _int4_option(L, xv, name, q, scale, zero, gs, adt, kernel: str):
+    """(int4pack candidate on ``adt`` activations, builder of its FX call) for one layer."""
+    n, k = q.shape
+    packed, sz, g, k_pad = pack_int4(q, scale, zero, gs, adt)
+    cand = Candidate(kernel, lambda xx: int4pack_linear(xx, packed, sz, g, n, k_pad), (k, n, g, str(adt)),
+                     weight_bytes=_nbytes(packed, sz))
+
+    def build():
+        w, s = _register(L, f"int4pack_{name}", packed), _register(L, f"qaux_sz_{name}", sz)
+        return L.call(int4pack_linear, xv, w, s, g, n, k_pad)
+
+    return cand, build
+
+
 def lower_qlinear(L, eqn: Eqn, i: int):
     act, gs, act_dtype = eqn.attrs["act"], eqn.attrs["group_size"], eqn.attrs["act_dtype"]
     x, q_atom, q, scale, zero, act_scale = _weights(L, eqn)
@@ -188,35 +202,9 @@ def lower_qlinear(L, eqn: Eqn, i: int):
         adt = to_torch(act_dtype) if act_dtype is not None else xdt
         bits = storage_bits(q_atom.type)  # the encoding's bits (sparse+quant included), else the dtype's
         if q_atom.type.dtype.is_int and bits <= 4 and adt in (torch.bfloat16, torch.float32):
-            packed, sz, g, k_pad = pack_int4(q, scale, zero, gs, adt)
-            fn = lambda xx: int4pack_linear(xx, packed, sz, g, n, k_pad)
-            candidate = (
-                Candidate("int4pack", fn, (k, n, g, str(adt)), weight_bytes=_nbytes(packed, sz)),
-                lambda: L.call(
-                    int4pack_linear,
-                    xv,
-                    _register(L, f"int4pack_{name}", packed),
-                    _register(L, f"qaux_sz_{name}", sz),
-                    g,
-                    n,
-                    k_pad,
-                ),
-            )
+            candidate = _int4_option(L, xv, name, q, scale, zero, gs, adt, "int4pack")
             if act_dtype is None and adt == torch.float32:  # the kernel's fast path reads bf16 activations
-                packed16, sz16, _, _ = pack_int4(q, scale, zero, gs, torch.bfloat16)
-                fn16 = lambda xx: int4pack_linear(xx, packed16, sz16, g, n, k_pad)
-                extra.append((
-                    Candidate(INT4_BF16, fn16, (k, n, g, "bf16"), weight_bytes=_nbytes(packed16, sz16)),
-                    lambda: L.call(
-                        int4pack_linear,
-                        xv,
-                        _register(L, f"int4pack_{name}", packed16),
-                        _register(L, f"qaux_sz_{name}", sz16),
-                        g,
-                        n,
-                        k_pad,
-                    ),
-                ))
+                extra.append(_int4_option(L, xv, name, q, scale, zero, gs, torch.bfloat16, INT4_BF16))
         elif q.dtype == np.int8 and zero is None and gs is None and adt in (torch.bfloat16, torch.float32):
             k16 = -(-k // 16) * 16
             wq = torch.from_numpy(np.ascontiguousarray(np.pad(q, ((0, 0), (0, k16 - k)))))
