@@ -76,7 +76,7 @@ def _lower_with(monkeypatch, graph, times: dict, cold: bool):
 def test_an_unset_act_dtype_lets_the_int4_kernel_read_bf16_and_says_so(rng, monkeypatch):
     g = QuantizeWeights(weights="uint4", group=32)(mlp_graph(rng))
     # fp32-activation int4 (first candidate) 50x slower than dense, the bf16 one as fast as dense
-    gm = _lower_with(monkeypatch, g, {"f32": 5e-4, "bf16": 1e-5}, cold=False)
+    gm = _lower_with(monkeypatch, g, {"f32": 5e-4, "bf16": 1e-5}, cold=True)
     assert kernel_choices(gm) == {INT4_BF16: 5}
     from pared.backends.costmodel import decisions_of
 
@@ -91,5 +91,11 @@ def test_an_unset_act_dtype_lets_the_int4_kernel_read_bf16_and_says_so(rng, monk
 
 def test_an_explicit_f32_act_dtype_never_gets_bf16_activations(rng, monkeypatch):
     g = QuantizeWeights(weights="uint4", group=32, act_dtype="f32")(mlp_graph(rng))
+    gm = _lower_with(monkeypatch, g, {"f32": 5e-4, "bf16": 1e-5}, cold=True)
+    assert INT4_BF16 not in kernel_choices(gm)
+
+
+def test_weights_that_fit_in_cache_keep_fp32_activations(rng, monkeypatch):
+    g = QuantizeWeights(weights="uint4", group=32)(mlp_graph(rng))
     gm = _lower_with(monkeypatch, g, {"f32": 5e-4, "bf16": 1e-5}, cold=False)
     assert INT4_BF16 not in kernel_choices(gm)

@@ -52,7 +52,8 @@ from .sparse import choose_sparse_qlinear, sparse_qlinear_candidates
 
 INT4_GROUPS = (32, 64, 128, 256)
 # int4pack on activations rounded to bf16, offered for an fp32 layer whose recipe left act_dtype
-# unset (None: the lowering may pick); a recipe that sets act_dtype=f32 never gets it
+# unset (None: the lowering may pick) in a graph whose weights stream from memory (larger than the
+# LLC: where 4-bit weights pay); a recipe that sets act_dtype=f32 never gets it
 INT4_BF16 = "int4pack_bf16"
 __all__ = ["INT4_GROUPS", "POLICIES", "kernel_choices", "lower_qlinear", "pack_int4", "use_kernels"]
 
@@ -203,7 +204,8 @@ def lower_qlinear(L, eqn: Eqn, i: int):
         bits = storage_bits(q_atom.type)  # the encoding's bits (sparse+quant included), else the dtype's
         if q_atom.type.dtype.is_int and bits <= 4 and adt in (torch.bfloat16, torch.float32):
             candidate = _int4_option(L, xv, name, q, scale, zero, gs, adt, "int4pack")
-            if act_dtype is None and adt == torch.float32:  # the kernel's fast path reads bf16 activations
+            # the kernel's fast path reads bf16 activations: offered where the weights stream from memory
+            if act_dtype is None and adt == torch.float32 and L.streams_weights:
                 extra.append(_int4_option(L, xv, name, q, scale, zero, gs, torch.bfloat16, INT4_BF16))
         elif q.dtype == np.int8 and zero is None and gs is None and adt in (torch.bfloat16, torch.float32):
             k16 = -(-k // 16) * 16
