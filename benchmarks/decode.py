@@ -19,7 +19,8 @@ prefill, then one decode step per token), and perplexity on the quality benchmar
 windows (``--ppl-windows`` x 512 tokens; the same recipe through the same backend). For int4 the
 perplexity is also given with the speed choices off (``use_kernels("dense")``: the recipe's own
 numerics, fp32 activations), which is what "within 1% of the same recipe" compares against.
-The cost model's decisions of each pared row are summed per kernel (``kernels``).
+``kernels``: the cost model's per-layer choices in the decode-step graph of each pared row (the
+generation and perplexity graphs are compiled separately and may choose differently).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class Step:
     repeated calls run the same step and write the same cache slot.
     """
 
-    def __init__(self, model, fn, ids, dtype):
+    def __init__(self, model, fn, ids):
         import torch
         from transformers import StaticCache
 
@@ -138,16 +139,16 @@ def main(argv=None):
 
     rows = {}  # name -> dict(step=Step, first=s, kernels=..., ppl=..., model=...)
 
-    def add(name, model, fn, dtype=torch.float32, kernels=None):
+    def add(name, model, fn):
         if want is not None and name not in want:
             return
         print(f"{name}: compiling ...", flush=True)
         t0 = time.perf_counter()
-        step = Step(model, fn, prompt.clone(), dtype)
+        step = Step(model, fn, prompt.clone())
         step.reset()
         with torch.no_grad():
             step()
-        rows[name] = dict(step=step, first=time.perf_counter() - t0, model=model, fn=fn, kernels=kernels)
+        rows[name] = dict(step=step, first=time.perf_counter() - t0, model=model, fn=fn, kernels=None)
 
     add("fp32 eager", base_model, base_model)
     add("Inductor (fp32)", base_model, torch.compile(base_model, dynamic=False))
