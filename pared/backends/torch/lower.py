@@ -24,6 +24,7 @@ from ...ir.core import Eqn, Graph, Literal, Param, Var
 from ...ir.torch_dtypes import to_torch
 from ..costmodel.choice import Decisions
 from ..costmodel.measured import streams_weights
+from ..costmodel.policy import reused_measurements
 from ..lowering import lower_eqn
 from . import quantized  # noqa: F401  (registers the qlinear rule: real int8/int4 CPU kernels)
 from .ops import lower_decomposition, lower_reference
@@ -51,7 +52,8 @@ class Lowerer:
         self._syms: dict[str, Any] = {}
         self._sym_sources: dict[str, tuple[fx.Node, int]] = {}
         self.skip: set[int] = set()
-        self.decisions: Decisions = Decisions()  # the cost model's kernel choices, one per quantized layer
+        # the cost model's kernel choices, one per quantized layer (timings an earlier lowering took reused)
+        self.decisions: Decisions = Decisions(measurements=reused_measurements())
         # weights larger than the last-level cache stream from memory on every run: time kernels cold
         self.streams_weights = streams_weights(sum(int(np.asarray(v).nbytes) for v in graph.weights.values()))
         self.users: dict[Var, list[int]] = {}

@@ -174,7 +174,11 @@ def _weights(L, eqn: Eqn):
 def _int4_option(L, xv, name, q, scale, zero, gs, adt, kernel: str):
     """(int4pack candidate on ``adt`` activations, builder of its FX call) for one layer."""
     n, k = q.shape
-    packed, sz, g, k_pad = pack_int4(q, scale, zero, gs, adt)
+    cache = L.__dict__.setdefault("_int4_packed", {})  # the f32 and bf16 candidates share one packing
+    if name not in cache:
+        cache[name] = pack_int4(q, scale, zero, gs, torch.float32)
+    packed, sz, g, k_pad = cache[name]
+    sz = sz.to(adt)
     cand = Candidate(kernel, lambda xx: int4pack_linear(xx, packed, sz, g, n, k_pad), (k, n, g, str(adt)),
                      weight_bytes=_nbytes(packed, sz))
 
@@ -234,7 +238,7 @@ def lower_qlinear(L, eqn: Eqn, i: int):
 
         candidate = (Candidate("int_mm", fn, (k, n, act), weight_bytes=_nbytes(w_t, ws)), build)
 
-    sparse = sparse_qlinear_candidates(L, eqn, xv) if cpu and policy != "dense" else []
+    sparse = sparse_qlinear_candidates(L, eqn, xv) if cpu and policy not in ("dense", "dense-layout") else []
     if sparse:  # a sparse + quantized weight: its sparse kernels compete with the dense-quantized ones
         options = sparse + ([candidate, *extra] if candidate is not None else [])
         choice = choose_sparse_qlinear(L, gemm, [c for c, _ in options], base, policy)

@@ -20,8 +20,9 @@ chooser times every candidate — the sparse kernels, the dense-quantized kernel
 otherwise get (``int_mm``, ``int8pack``, ``int4pack``) and the dense baseline — at the layer's
 row counts, and the fastest no slower than the baseline wins (:func:`choose_fastest`), so a
 sparse layer is never slower than its dense lowering; the decision is a ``KernelChoice`` row of
-the report. ``use_kernels("compressed")`` forces the first sparse candidate; ``"dense"`` never
-offers one. Without the kernel library (no compiler) the layer stays dense and the decision
+the report. ``use_kernels("compressed")`` forces the first sparse candidate; ``"dense"`` and
+``"dense-layout"`` (the whole-graph check's alternative: dense-quantized kernels still compete) never
+offer one. Without the kernel library (no compiler) the layer stays dense and the decision
 says why.
 """
 
@@ -115,8 +116,8 @@ def lower_sparse_linear(L, eqn: Eqn, xv):
     x = eqn.inputs[0]
     gemm = Gemm(w.name, eqn.op, n, k, probe_rows(x.type), x.type.dtype.name)
     base = Candidate("dense")
-    if policy == "dense":
-        L.decisions.add(by_policy(gemm, [base], "dense", "policy=dense"))
+    if policy in ("dense", "dense-layout"):
+        L.decisions.add(by_policy(gemm, [base], "dense", f"policy={policy}"))
         return None
     build_mod, formats, kernels = _cpu()
     if build_mod.library() is None:

@@ -78,10 +78,29 @@ def expand_groups(p: np.ndarray, n: int, group_axis, group_size) -> np.ndarray:
     if group_axis is None:
         return p.astype(np.float64)
     rep = np.repeat(p.astype(np.float64), group_size, axis=group_axis)
-    return np.take(rep, np.arange(n), axis=group_axis)
+    return rep[(slice(None),) * (group_axis % rep.ndim) + (slice(0, n),)]
+
+
+def _grouped(x: np.ndarray, params, group_axis, group_size):
+    """``x`` split along ``group_axis`` into (groups, group_size) and each param with a size-1 axis
+    after its groups, so the params broadcast over their groups without being repeated; None when
+    the last group is ragged (the caller then expands the params)."""
+    if group_axis is None:
+        return None
+    a = group_axis % x.ndim
+    n = x.shape[a]
+    if n % group_size:
+        return None
+    xs = x.reshape(x.shape[:a] + (n // group_size, group_size) + x.shape[a + 1:])
+    ps = [None if p is None else np.expand_dims(np.asarray(p, np.float64), a + 1) for p in params]
+    return xs, ps
 
 
 def _quantize(x, scale, zero=None, *, dtype, group_axis, group_size):
+    g = _grouped(x, (scale, zero), group_axis, group_size)
+    if g is not None:  # same float64 arithmetic as the expanded form, without a weight-sized copy per param
+        xs, (s, z) = g
+        return _quantize(xs, s, z, dtype=dtype, group_axis=None, group_size=None).reshape(x.shape)
     n = x.shape[group_axis] if group_axis is not None else 0
     s = expand_groups(scale, n, group_axis, group_size)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -95,6 +114,10 @@ def _quantize(x, scale, zero=None, *, dtype, group_axis, group_size):
 
 
 def _dequantize(q, scale, zero=None, *, dtype, group_axis, group_size):
+    g = _grouped(q, (scale, zero), group_axis, group_size)
+    if g is not None:
+        qs, (s, z) = g
+        return _dequantize(qs, s, z, dtype=dtype, group_axis=None, group_size=None).reshape(q.shape)
     n = q.shape[group_axis] if group_axis is not None else 0
     x = q.astype(np.float64)
     if zero is not None:

@@ -8,6 +8,7 @@ except the fallback tests, which need none.
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -298,3 +299,60 @@ def test_a_failed_build_warns_once_and_returns_none(monkeypatch, tmp_path):
         assert cpu_build.library() is None
     assert len([w for w in caught if "sparse CPU kernels unavailable" in str(w.message)]) == 1
     assert "g++ failed" in cpu_build.unavailable_reason()
+
+
+class _Slowed:
+    """A lowered module made slower by ``seconds`` per call, keeping its decisions."""
+
+    def __init__(self, fn, seconds: float):
+        from pared.backends.costmodel.choice import MODULE_ATTR
+
+        self.fn, self.seconds = fn, seconds
+        setattr(self, MODULE_ATTR, getattr(fn, MODULE_ATTR))
+
+    def __call__(self, *xs):
+        time.sleep(self.seconds)
+        return self.fn(*xs)
+
+
+@needs_lib
+def test_whole_graph_check_keeps_a_model_no_slower_than_without_its_sparse_kernels(monkeypatch):
+    """Sparse kernels that won layer by layer but lose as a whole graph are replaced by the
+    dense-layout lowering (timings reused, not taken again), and the decisions say why."""
+    import pared.passes.quantize  # noqa: F401
+    from pared.backends.costmodel import decisions_of, kernel_policy
+    from pared.backends.costmodel import measured as measured_mod
+    from pared.backends.costmodel.whole_graph import whole_graph_check
+    from pared.backends.reference import run_graph
+    from pared.backends.torch import lower
+    from pared.compiler.pass_manager import run_pipeline
+    from pared.passes.context import Report
+
+    _fake_timings(monkeypatch, {"sparse": 0.2, "quant": 0.5})
+    timed = []
+    fake = measured_mod.measure
+    monkeypatch.setattr(measured_mod, "measure", lambda *a, **kw: timed.append(1) or fake(*a, **kw))
+    rng = np.random.default_rng(0)
+    g = run_pipeline(_mlp_graph(rng, m=32), "sparsify{method=magnitude,pattern=2:4},w8a8")
+    fn = lower(g)
+    assert all(c.chosen.startswith("sparse_") for c in decisions_of(fn))
+    n_timed = len(timed)
+    policies = []
+
+    def again():
+        policies.append(kernel_policy())
+        return lower(g)
+
+    x = torch.from_numpy(rng.standard_normal((32, 64)).astype(np.float32))
+    report = Report()
+    out, caught = whole_graph_check(_Slowed(fn, 0.02), ["w"], (x,), report, again)
+    assert policies == ["dense-layout"] and len(timed) == n_timed  # the per-layer timings were reused
+    assert caught == []
+    ds = list(decisions_of(out))
+    assert ds and all(c.chosen == "int_mm" and c.chooser == "whole-graph" for c in ds), ds
+    assert all("no sparse kernels" in c.reason and c.kernels[0].startswith("sparse_") for c in ds)
+    (row,) = [r for r in report.rows if r.name == "whole graph"]
+    assert row.fields["kept"] == "no sparse kernels"
+    assert row.fields["no_sparse_kernels_ms"] < row.fields["per_layer_ms"]
+    (ref,) = run_graph(g, [x.numpy()])
+    np.testing.assert_allclose(out(x)[0].numpy(), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
