@@ -10,6 +10,8 @@ interleaved round-robin in one run (median of ``--reps``), each as a ratio to fp
 - pared int4 g64 (``quantize{weights=uint4,group=64}``), int8 weight-only, W8A8 dynamic, fp8, on
   pared's torch lowering, and (``+ inductor``) handed to Inductor after it (``inductor=True``);
   a ``+ inductor`` row shows its twin's perplexity (the same kernels; not computed twice);
+- pared 2:4 + int4 g64 and 2:4 + int8 weight-only (magnitude masks), where pared's sparse CPU
+  kernels compete with the dense-quantized ones;
 - torchao int4 g64 (model cast to bf16), int8 weight-only and int8 dynamic, each + torch.compile,
   when torchao imports.
 
@@ -41,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 PROMPT = 256
+SPARSE_24 = "sparsify{method=magnitude,pattern=2:4}"
 PARED_ROWS = {
     "pared, no recipe": (None, False),
     "pared int4 g64": ("quantize{weights=uint4,group=64}", False),
@@ -50,6 +53,11 @@ PARED_ROWS = {
     "pared W8A8 dynamic": ("w8a8", False),
     "pared W8A8 dynamic + inductor": ("w8a8", True),
     "pared fp8": ("fp8", False),
+    # sparse + quantized (magnitude 2:4 masks: a speed row, not a quality one); pared's sparse CPU
+    # kernels compete with the dense-quantized ones layer by layer and as a whole graph
+    "pared 2:4 + int4 g64": (f"{SPARSE_24},quantize{{weights=uint4,group=64}}", False),
+    "pared 2:4 + int4 g64 + inductor": (f"{SPARSE_24},quantize{{weights=uint4,group=64}}", True),
+    "pared 2:4 + int8 weight-only + inductor": (f"{SPARSE_24},quantize{{weights=int8}}", True),
 }
 INT4 = "pared int4 g64"
 

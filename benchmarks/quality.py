@@ -64,6 +64,7 @@ import pared.backends.torch.quantized  # noqa: E402,F401  (qlinear -> torch int8
 import pared.passes.quantize  # noqa: E402,F401  (registers the quantization passes)
 
 _QI = "ignore=(lm_head,embed_tokens)"
+_HEAD8 = "quantize{weights=int8,targets=(embed_tokens),tied_embedding=quantized}"
 QUANT_ROWS = [
     ("rtn int8", f"quantize{{weights=int8,{_QI}}}", False),
     ("rtn int4 g64", f"quantize{{weights=uint4,group=64,{_QI}}}", False),
@@ -93,6 +94,12 @@ QUANT_ROWS = [
         f"sparsify{{method=sparsegpt,pattern=2:4}},gptq{{weights=uint4,group=128,{_QI}}}",
         True,
     ),
+    # the tied LM head / embedding quantized too (tied_embedding=quantized: one quantized table
+    # serves the lookup and the head; the float table is dropped)
+    ("rtn int4 g64 + head int8",
+     f"quantize{{weights=uint4,group=64,{_QI}}},{_HEAD8}", False),
+    ("gptq int4 g64 + head int8", f"gptq{{weights=uint4,group=64,{_QI}}},{_HEAD8}", True),
+    ("gptq int4 g64 + head int4 g64", "gptq{weights=uint4,group=64,tied_embedding=quantized}", True),
     ("gqsa w4s50% g64", f"gqsa{{sparsity=0.5,block=16,group=64,{_QI}}}", True),
     ("gqsa w4s50% g128", f"gqsa{{sparsity=0.5,block=16,group=128,{_QI}}}", True),
 ]

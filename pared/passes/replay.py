@@ -7,6 +7,8 @@ the first graph. :func:`replay_weights` carries them over:
 
 - every ``qlinear`` of the compressed graph replaces the linear layer of the other graph that reads
   the same weight (same attributes, same quantized params, renamed with the other capture's prefix);
+- an embedding lookup of a quantized layer's weight whose float table the recipe dropped
+  (``tied_embedding=quantized``) reads the quantized rows in the other graph too;
 - every other weight whose value or type the recipe changed (a sparse-encoded weight, a norm
   SmoothQuant rescaled) is copied over, value and type.
 
@@ -24,6 +26,7 @@ from ..ir.build import make_eqn
 from ..ir.core import Graph, Param
 from .calibration.sites import retype_params
 from .cleanup.dce import referenced_params
+from .quantize.embedding import quantized_lookups
 from .quantize.linears import find_linears
 
 QLINEAR_PARAMS = (".q", ".scale", ".zero", ".act_scale")
@@ -44,6 +47,7 @@ def replay_weights(dense: Graph, compressed: Graph, other: Graph, prefix: str = 
     sites = {s.name: s for s in find_linears(other)}
     eqns = list(other.eqns)
     new_types, new_values, replaced = {}, {}, []
+    lookup_ops: Counter = Counter()  # ops added by embedding lookups moved onto quantized weights
     for e in compressed.eqns:
         if e.op != "qlinear":
             continue
@@ -65,8 +69,13 @@ def replay_weights(dense: Graph, compressed: Graph, other: Graph, prefix: str = 
                               f"{site.eqn.outputs[0].type}")
         eqns[site.index] = new.replace(outputs=site.eqn.outputs)
         replaced.append(prefix + base)
+        if base not in compressed.param_types:  # the float weight is gone: its lookups read the codes
+            table = [Param(prefix + a.name, a.type) for a in e.inputs[1:] if not a.name.endswith(".act_scale")]
+            eqns, k = quantized_lookups(eqns, prefix + base, table, e.attrs["group_size"])
+            lookup_ops.update({"take": k * (len(table) - 1), "dequantize": k})
     # ops the recipe added or removed besides the layers it quantized (fusions of the lowering aside)
-    added = {op: n for op, n in (ops(compressed) - ops(dense)).items() if op not in ("attention", "fused")}
+    added = ops(compressed) - ops(dense) - lookup_ops
+    added = {op: n for op, n in added.items() if op not in ("attention", "fused")}
     if added:
         raise ReplayError(f"the recipe changed the graph beyond its weights ({dict(added)} added)")
     dense_types = dense.param_types

@@ -103,3 +103,18 @@ def test_generate_on_an_artifact_without_a_decode_graph_says_why(tiny_lm_dir, tm
                  "--no-eval", "--context", "0"]) == 0
     assert main(["generate", str(out), "Hello"]) != 0
     assert "no decode/ graph" in capsys.readouterr().err
+
+
+def test_a_quantized_tied_embedding_is_stored_once_and_decodes_as_the_reference(tiny_lm_dir, tmp_path):
+    out = tmp_path / "tied"
+    rc = main(["compress", str(tiny_lm_dir), "--recipe", "quantize{weights=int8,tied_embedding=quantized}",
+               "--out", str(out), "--calib", "none", "--no-eval", "--context", "40"])
+    assert rc == 0
+    art = load_artifact(out)
+    for g in (art.graph, art.decode.graph):  # the float table is gone from both graphs
+        names = {p.name for p in g.params}
+        assert "model.embed_tokens.weight" not in names and "model.embed_tokens.weight.q" in names
+        assert "dequantize" in {e.op for e in g.eqns}
+    prompt = [1, 520, 3000, 17, 77]
+    fast = art.generate(prompt, 16, backend="torch", stop_at_eos=False)
+    assert fast == art.generate(prompt, 16, backend="reference", stop_at_eos=False)

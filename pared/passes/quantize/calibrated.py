@@ -121,7 +121,7 @@ class CalibratedWeightQuantizer(WeightQuantizer):
         # equation indices, so the selected layers are found there again and rewritten from `solved`
         by_index = {s.index: s for s in find_linears(result.graph)}
         return apply_quantized(result.graph, ctx, self.name, [by_index[s.index] for s in sites if s.index in by_index],
-                               quantized)
+                               quantized, tied_embedding=self.tied_embedding)
 
 
 def reconstruction_error(w: np.ndarray, w_new: np.ndarray, h: np.ndarray) -> float:

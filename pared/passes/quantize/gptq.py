@@ -260,6 +260,8 @@ class GPTQ(CalibratedWeightQuantizer):
         reconstruct: what each layer rebuilds: ``layer``, its own output on the quantized model's
             inputs (the paper), or ``dense``, the dense model's output of the layer (see the
             module docstring).
+        tied_embedding: as for ``quantize``: ``float`` or ``quantized`` embedding lookups of a
+            quantized tied LM head.
     """
 
     weights: str = "int4"
@@ -278,6 +280,7 @@ class GPTQ(CalibratedWeightQuantizer):
     ignore: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
     reconstruct: Literal["layer", "dense"] = "layer"
+    tied_embedding: Literal["float", "quantized"] = "float"
 
     def __post_init__(self):
         s = self.weight_scheme()

@@ -23,6 +23,7 @@ from ...ir.packing import packed_nbytes, storage_bits
 from ..cleanup.dce import referenced_params
 from ..context import PassContext
 from ..layer_patterns import check_targets, compile_patterns, selected
+from .embedding import quantized_lookups
 from .scheme import QuantizationError
 
 FLOAT_ACTS = ("f32", "bf16", "f16")
@@ -245,16 +246,22 @@ def apply_quantized(
     sites: Sequence[LinearSite],
     solve: Callable[[LinearSite, np.ndarray], QuantizedWeight],
     prefix: str = "",
+    tied_embedding: str = "float",
 ) -> Graph:
     """Replace each site with a qlinear from ``solve(site, W[N, K])``; report one row per layer.
 
     ``solve`` may raise QuantizationError (the pass fails, naming the layer) or return None
-    to skip the layer (it must then have added a skip row itself).
+    to skip the layer (it must then have added a skip row itself). ``tied_embedding``: what an
+    embedding lookup of a quantized [N, K] weight reads, ``float`` (the float table is kept) or
+    ``quantized`` (the quantized rows: :mod:`.embedding`).
     """
+    if tied_embedding not in ("float", "quantized"):
+        raise QuantizationError(f"{pass_name}: tied_embedding={tied_embedding!r}: use float or quantized")
     eqns = list(graph.eqns)
     new_params: dict = {}
     new_values: dict = {}
     touched = []
+    lookups: dict[str, tuple[list[Param], Optional[int]]] = {}  # weight -> its qlinear's params, group size
     for site in sites:
         w = weight_nk(graph, site)
         qw = solve(site, w)
@@ -271,6 +278,9 @@ def apply_quantized(
                 ctx.report.add(pass_name, site.name, note="sparse encoding dropped: the [K, N] weight was transposed")
         e, ptypes, pvals = qlinear_eqn(site, qw, prefix)
         eqns[site.index] = e
+        if site.layout == "nk":
+            lookups[site.name] = ([Param(n, t) for n, t in ptypes.items() if not n.endswith(".act_scale")],
+                                  qw.group_size)
         new_params.update(ptypes)
         new_values.update(pvals)
         touched.append(site.name)
@@ -294,6 +304,14 @@ def apply_quantized(
         return graph
     g = graph.replace(eqns=tuple(eqns)).with_weights(new_values, new_params)
     used = referenced_params(g)
+    if tied_embedding == "quantized":
+        for n in touched:
+            if n in used and n in lookups:
+                new_eqns, k = quantized_lookups(g.eqns, n, *lookups[n])
+                if k:
+                    g = g.replace(eqns=tuple(new_eqns))
+                    ctx.report.add(pass_name, n, note=f"{k} embedding lookup(s) read the quantized weight")
+        used = referenced_params(g)
     drop = {n for n in touched if n not in used}
     for n in touched:
         if n in used:

@@ -5,8 +5,8 @@
 option fields: ``ignore``/``targets`` pick the layers (:func:`.linears.select_layers`, which
 gives every other weight layer a report row), ``weights``/``group``/``scheme`` make the
 :class:`.scheme.WeightScheme` (override :meth:`WeightQuantizer.weight_scheme` for a fixed
-format), and ``ragged`` and ``act_dtype`` default to ``allow`` and None in a pass that does not
-declare them.
+format), and ``ragged``, ``act_dtype`` and ``tied_embedding`` default to ``allow``, None and
+``float`` in a pass that does not declare them.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class WeightQuantizer(Pass):
     ragged: ClassVar[str] = "allow"
     rewrites_layers: ClassVar[bool] = True
     act_dtype: ClassVar[Optional[str]] = None
+    tied_embedding: ClassVar[str] = "float"
 
     def __post_init__(self) -> None:
         self.weight_scheme()  # a bad format fails at construction, not halfway through a pipeline
@@ -67,4 +68,4 @@ class WeightQuantizer(Pass):
                 return None
             return quantize(site, w)
 
-        return apply_quantized(graph, ctx, self.name, sites, checked)
+        return apply_quantized(graph, ctx, self.name, sites, checked, tied_embedding=self.tied_embedding)

@@ -10,7 +10,7 @@ the default), or the layer is skipped with a report row (``ragged=skip``), or th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from ...ir import Graph
 from ..base import register_pass
@@ -37,6 +37,9 @@ class QuantizeWeights(WeightQuantizer):
             None keeps the activation dtype. The reference rounds to it too.
         ignore: regexes of weight names to leave in float (reported).
         targets: regexes of weight names to quantize (empty: all linears).
+        tied_embedding: an embedding table that is also a quantized layer's weight (tied LM
+            head): ``float`` keeps the float table for the lookup; ``quantized`` looks up the
+            quantized rows, so the float table is dropped (the embedding gets the head's error).
     """
 
     weights: str = "int8"
@@ -48,6 +51,7 @@ class QuantizeWeights(WeightQuantizer):
     act_dtype: Optional[str] = None
     ignore: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
+    tied_embedding: Literal["float", "quantized"] = "float"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         scheme = self.weight_scheme()
