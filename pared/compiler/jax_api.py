@@ -47,20 +47,24 @@ def ir_op(op: str, **attrs) -> Callable[[Callable], Callable]:
     return deco
 
 
-def apply_recipe(graph: Graph, recipe, calibration=None, report=None, **opts) -> Graph:
+def apply_recipe(graph: Graph, recipe, calibration=None, report=None, mesh=None, **opts) -> Graph:
     """Run ``recipe`` (a pipeline string or a parsed pipeline) over ``graph``; empty -> unchanged.
 
     ``calibration``: batches of the traced function's (non-param) inputs, for data-aware passes.
     ``report``: a :class:`pared.passes.context.Report` the passes add their rows to.
+    ``mesh``: a ``jax.sharding.Mesh``: calibrate data-parallel over its devices (batch ``b`` on
+    device ``b % n``, statistics combined with a ``psum``; :class:`~.distributed.JaxMeshReducer`).
     """
     if recipe is None or (isinstance(recipe, str) and not recipe.strip()):
         return graph
     from ..passes.context import PassContext
     from .pass_manager import run_pipeline
 
-    ctx = (
-        PassContext(calibration=calibration) if report is None else PassContext(calibration=calibration, report=report)
-    )
+    ctx = PassContext(calibration=calibration, report=report if report is not None else Report())
+    if mesh is not None:
+        from .distributed import JaxMeshReducer
+
+        ctx.calibration_reducer = JaxMeshReducer(mesh)
     return run_pipeline(graph, recipe, ctx, **opts)
 
 
@@ -263,7 +267,7 @@ class CompressedFunction:
         entry = self._cache.get(key)
         if entry is None:
             entry = _compile(self.fn, self.params, args, {}, self.recipe, self.opts)
-            entry = _Compiled(entry.traced, entry.graph, {}, {}, _flat_runner(entry.graph))
+            entry = _Compiled(entry.traced, entry.graph, {}, {}, _flat_runner(entry.graph), entry.report)
             self._cache[key] = entry
         return entry
 
@@ -308,7 +312,9 @@ def compress_jax(fn: Callable, params: Any, *example_args: Any, recipe=None, **o
     ``params/Dense_0/kernel``; compressed weights add entries such as int8 data and scales), so it
     can be saved, and sharded with ``jax.device_put``. ``fn_c(params_c, *args)`` runs the rewritten
     graph as jax ops and composes with jit/grad/vmap. A flax ``nnx.Module`` may be passed as ``fn``
-    with ``params=None``: it is split into its graph and state.
+    with ``params=None``: it is split into its graph and state. ``calibration=[batches]`` feeds
+    data-aware passes; with ``mesh=jax.sharding.Mesh(...)`` too, the batches are split over the
+    mesh's devices and their statistics combined by a collective (docs/distributed.md).
     """
     if params is None and _is_nnx_module(fn):
         fn, params = _split_nnx(fn)

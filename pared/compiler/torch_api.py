@@ -12,6 +12,7 @@ a Dynamo recompile; ``recompile=False`` makes it an error instead.
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 import warnings
 from typing import Any, Optional
@@ -23,6 +24,7 @@ from ..frontends.torch.importer import import_exported
 from ..ir.errors import BindError
 from ..ir.shapes import bind_symbols
 from ..passes.context import Report
+from .distributed import init_from_env
 from .torch_backend import CompiledGraph, _Shape, compile_imported
 
 
@@ -263,7 +265,13 @@ def compress_torch(
 
     Weights are constants of the result (changing the model's weights afterwards does not
     change it); the report lists opaque ops (name, count, where) and every pass's rows.
+
+    Under ``torchrun --nproc-per-node N`` (or an initialised process group of N processes) give
+    every process the same ``calibration``: process r calibrates on batches r, r + N, ... and
+    the statistics are all-reduced, so every process gets the same weights (docs/distributed.md).
     """
+    if calibration is not None:
+        init_from_env(log=lambda s: print(s, file=sys.stderr))
     args = _as_tuple(example_inputs)
     kwargs = dict(example_kwargs or {})
     check_example(model, args, kwargs)

@@ -95,6 +95,10 @@ class PassContext:
         calibration_executor: ``graph -> executor`` for the calibration engine (an object with the
             :class:`~pared.passes.calibration.engine.Executor` methods); passes that calibrate
             fail with a clear error when it is missing.
+        calibration_reducer: data-parallel calibration (a
+            :class:`~pared.passes.calibration.reduce.Reducer`): each process calibrates on its share
+            of the batches and the statistics are combined across processes; None: one process.
+            The compiler fills it when a torch.distributed process group is active.
         opaque: callables of the graph's ``opaque`` equations, keyed by their ``target`` attribute
             (the torch frontend's table), so calibration can run them.
         progress: show progress bars on long work (calibration).
@@ -106,5 +110,6 @@ class PassContext:
     report: Report = field(default_factory=Report)
     sample_inputs: Optional[Sequence[Any]] = None
     calibration_executor: Optional[Callable[[Any], Any]] = None
+    calibration_reducer: Any = None
     opaque: Mapping[str, Any] = field(default_factory=dict)
     progress: bool = True

@@ -104,6 +104,22 @@ def _default_calib() -> str:
 
 
 def cmd_compress(a: argparse.Namespace) -> int:
+    """Under ``torchrun --nproc-per-node N`` every process calibrates on its share of the batches
+    (docs/distributed.md); only rank 0 measures, writes the artifact and prints, the others wait."""
+    from ..compiler.distributed import barrier, init_from_env, shutdown
+
+    reducer = init_from_env(log=_log)
+    if reducer is None:
+        return _compress(a, _log, main=True)
+    try:
+        return _compress(a, _log if reducer.rank == 0 else (lambda msg: None), main=reducer.rank == 0)
+    finally:
+        barrier()  # the other ranks wait until rank 0 has written the artifact
+        shutdown()
+
+
+def _compress(a: argparse.Namespace, log, main: bool) -> int:
+    from ..compiler.distributed import barrier
     from ..compiler.instruments import PassError
     from .artifact import check_free_space, check_output_dir
     from .models import ModelError, resolve_model
@@ -113,8 +129,9 @@ def cmd_compress(a: argparse.Namespace) -> int:
 
     check_output_dir(a.out, a.overwrite)  # fail before any work
     parse_recipe(a.recipe)  # an unknown pass/key/option fails before the model loads
+    barrier()  # data-parallel: every rank has checked the output folder before rank 0 may write it
     t0 = time.perf_counter()
-    _log(f"loading {a.model} ...")
+    log(f"loading {a.model} ...")
     lm = resolve_model(a.model, seq_len=a.seq_len)
     dense_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
     check_free_space(a.out, dense_bytes + (16 << 20))  # never more than the dense weights + tokenizer files
@@ -125,9 +142,9 @@ def cmd_compress(a: argparse.Namespace) -> int:
             "pared.compress(model, example, recipe=..., calibration=[...])"
         )
     calib = None if a.calib in ("none", "") else (a.calib or (_default_calib() if lm.tokenizer is not None else None))
-    _log(f"compressing {lm.name} ({type(lm.model).__name__}) with {a.recipe!r}")
+    log(f"compressing {lm.name} ({type(lm.model).__name__}) with {a.recipe!r}")
     try:
-        result = compress_model(lm, a.recipe, calib, n_calib=a.n_calib, log=_log, context=a.context)
+        result = compress_model(lm, a.recipe, calib, n_calib=a.n_calib, log=log, context=a.context)
     except PassError as e:
         if calib is None and "needs calibration data" in str(e):
             why = (
@@ -138,6 +155,8 @@ def cmd_compress(a: argparse.Namespace) -> int:
             )
             raise ModelError(f"recipe {a.recipe!r} needs calibration data: {why}") from None
         raise
+    if not main:
+        return 0
     metrics = {}
     if not a.no_eval:
         eval_src = a.eval_text or (_default_calib() if lm.tokenizer is not None else "builtin")

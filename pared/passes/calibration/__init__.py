@@ -1,10 +1,12 @@
 """Calibration: the engine that runs a graph over calibration data, and the API passes use.
 
 :mod:`.sites` holds what a pass describes (weight sites, statistics, the request, the rewrite);
-:mod:`.engine` walks the graph and calls the pass back. Passes import from this package.
+:mod:`.engine` walks the graph and calls the pass back; :mod:`.reduce` combines the statistics of
+data-parallel processes. Passes import from this package.
 """
 
 from .engine import Executor, calibrate, memory_plan, run_calibration
+from .reduce import LocalReducer, Reducer, local_share
 from .sites import (
     STATISTICS,
     CalibrationError,
@@ -24,8 +26,8 @@ from .sites import (
 )
 
 __all__ = [
-    "STATISTICS", "CalibrationError", "CalibrationRequest", "CalibrationResult", "Executor", "Rewrite",
-    "Statistic", "Stats", "WeightSite", "calibrate", "check_finite_weights", "dense_target",
-    "find_weight_sites", "hessian_norm2", "memory_plan", "normalize_batches", "relative_error",
+    "STATISTICS", "CalibrationError", "CalibrationRequest", "CalibrationResult", "Executor", "LocalReducer",
+    "Reducer", "Rewrite", "Statistic", "Stats", "WeightSite", "calibrate", "check_finite_weights", "dense_target",
+    "find_weight_sites", "hessian_norm2", "local_share", "memory_plan", "normalize_batches", "relative_error",
     "retype_params", "run_calibration",
 ]

@@ -26,6 +26,9 @@ How it runs (docs/architecture.md, "Calibration"):
    shape with the torch lowering table; weights are arguments, so rewritten weights need no
    re-lowering) when torch is installed, otherwise the reference interpreter's. Executors live in
    the backends (:mod:`pared.backends.executors`), so this package imports none of them.
+5. Data-parallel (``PassContext.calibration_reducer``, :mod:`.reduce`): each process runs its
+   share of the batches and every site's statistics are combined across processes before the
+   rewrite, so all processes solve on the same global statistics.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 
 from ...ir.core import Graph, Var
 from ...ir.shapes import bind_symbols
+from .reduce import LocalReducer, Reducer, deal, describe, is_data_parallel, local_share
 from .sites import (
     STATISTICS,
     CalibrationError,
@@ -60,17 +64,30 @@ def calibrate(graph: Graph, ctx: Any, request: CalibrationRequest) -> Calibratio
     if len(set(params)) != len(params):
         dup = next(p for p in params if params.count(p) > 1)
         raise CalibrationError(f"{request.name}: param {dup!r} is listed at two sites; calibrate each weight once")
+    reducer = getattr(ctx, "calibration_reducer", None)
     for s in request.sites:
         for spec in request.statistics(s):
             if isinstance(spec, str) and spec not in STATISTICS:
                 raise CalibrationError(f"{request.name}: unknown statistic {spec!r}; valid: {', '.join(STATISTICS)}")
-    batches = normalize_batches(graph, getattr(ctx, "calibration", None))
+            if isinstance(spec, Statistic) and reducer is not None and reducer.world > 1 and not spec.reducible():
+                raise CalibrationError(
+                    f"{request.name}: layer {s.param!r} asks for the custom statistic {type(spec).__name__} "
+                    f"({spec.key!r}), which cannot be combined across {reducer.world} processes: define "
+                    f"{type(spec).__name__}.reduce(reducer), or calibrate in one process (no torchrun)")
+    batches = normalize_batches(graph, getattr(ctx, "calibration", None))  # every process checks ALL batches
     factory = getattr(ctx, "calibration_executor", None)
     if factory is None:
         raise CalibrationError(
             f"{request.name}: the pass context has no calibration executor; run the pass through "
             "pared.run_pipeline (or PassManager), or build the context with pared.compiler.make_context")
-    return run_calibration(graph, batches, request, factory(graph), progress=getattr(ctx, "progress", True))
+    progress, log = getattr(ctx, "progress", True), None
+    if is_data_parallel(reducer):
+        if reducer.rank == 0:
+            print(describe(reducer, len(batches)), file=sys.stderr)
+        else:  # one console: only rank 0 logs the plan and shows progress
+            progress, log = False, lambda s: None
+        batches = local_share(batches, reducer.rank, reducer.world)
+    return run_calibration(graph, batches, request, factory(graph), progress=progress, log=log, reducer=reducer)
 
 
 class Executor(Protocol):
@@ -93,8 +110,13 @@ class Executor(Protocol):
 
 
 def run_calibration(graph: Graph, batches: Sequence[tuple], request: CalibrationRequest, executor: Executor, *,
-                    progress: bool = True, log: Optional[Callable[[str], None]] = None) -> CalibrationResult:
-    """Calibrate ``request.sites`` of ``graph`` on ``batches`` (validated tuples, one value per input)."""
+                    progress: bool = True, log: Optional[Callable[[str], None]] = None,
+                    reducer: Optional[Reducer] = None) -> CalibrationResult:
+    """Calibrate ``request.sites`` of ``graph`` on ``batches`` (validated tuples, one value per input).
+
+    ``reducer``: data-parallel calibration (:mod:`.reduce`); ``batches`` are then this process's
+    share, and every site's statistics are combined across processes before its rewrite.
+    """
     log = log or (lambda s: print(s, file=sys.stderr))
     t0 = time.perf_counter()
     ex = executor
@@ -126,7 +148,7 @@ def run_calibration(graph: Graph, batches: Sequence[tuple], request: Calibration
             eqn = graph.eqns[i]
             for site in sites.get(i, ()):
                 bar.note(site.param)
-                stats = _site_stats(site, request, envs, ex, cache, share, dense_envs)
+                stats = _site_stats(site, request, envs, ex, cache, share, dense_envs, reducer)
                 w = np.asarray(weights[site.param])
                 out = request.rewrite(site, w, stats)
                 if out is None:
@@ -203,7 +225,9 @@ def _shared_statistics(request: CalibrationRequest) -> _Share:
     return share
 
 
-def _site_stats(site: WeightSite, request: CalibrationRequest, envs, ex, cache, share, dense_envs=None) -> Stats:
+def _site_stats(site: WeightSite, request: CalibrationRequest, envs, ex, cache, share, dense_envs=None,
+                reducer: Optional[Reducer] = None) -> Stats:
+    reducer = reducer or LocalReducer()
     specs = list(request.statistics(site))
     names = {s for s in specs if isinstance(s, str)}
     if "norms" in names:
@@ -213,20 +237,26 @@ def _site_stats(site: WeightSite, request: CalibrationRequest, envs, ex, cache, 
     have = cache.setdefault(key, {})
     missing = sorted(n for n in names if n not in have and n not in ("norms", "count"))
     if missing or "count" not in have or customs:
-        acc = _Accumulator(missing)
-        for b, env in enumerate(envs):
-            if not isinstance(site.activation, Var):
-                raise ValueError(f"weight site {site.param!r} has a constant activation; nothing to calibrate")
-            x2d = site.activation_matrix(env[site.activation])
-            xd = None
-            if "cross" in missing:  # without a shadow stream (not sequential) the dense input is x itself
-                xd = site.activation_matrix(dense_envs[b][site.activation]) if dense_envs is not None else x2d
-            acc.update(ex, x2d, xd)
-            if customs:
-                xn = ex.to_numpy(x2d).astype(np.float32, copy=False)
-                for c in customs:
-                    c.update(xn)
-        have.update(acc.result())
+        if not isinstance(site.activation, Var):
+            raise ValueError(f"weight site {site.param!r} has a constant activation; nothing to calibrate")
+        accs = []
+        for part, batches in enumerate(deal(len(envs), reducer.parts)):
+            acc, pex = _Accumulator(missing), reducer.executor(part, ex)
+            for b in batches:
+                x2d = site.activation_matrix(envs[b][site.activation])
+                xd = None
+                if "cross" in missing:  # without a shadow stream (not sequential) the dense input is x itself
+                    xd = site.activation_matrix(dense_envs[b][site.activation]) if dense_envs is not None else x2d
+                acc.update(pex, x2d, xd)
+                if customs:
+                    xn = ex.to_numpy(x2d).astype(np.float32, copy=False)
+                    for c in customs:
+                        c.update(xn)
+            accs.append(acc)
+        have.update(_reduced(accs, site.shape2d[1], reducer))
+        if reducer.world > 1:
+            for c in customs:
+                c.reduce(reducer)
     out = {n: have[n] for n in names if n != "norms"}
     if "norms" in names:
         out["norms"] = np.sqrt(have["sqnorms"])
@@ -238,6 +268,8 @@ def _site_stats(site: WeightSite, request: CalibrationRequest, envs, ex, cache, 
 
 class _Accumulator:
     """Sums over tokens, in float64 (per-batch products in float32 on the backend)."""
+
+    SQUARE = ("hessian", "cross")
 
     def __init__(self, names):
         self.names = names
@@ -266,12 +298,26 @@ class _Accumulator:
             else:
                 self.sums[n] = v if n not in self.sums else self.sums[n] + v
 
-    def result(self) -> dict[str, Any]:
-        out = dict(self.sums)
-        if "mean" in out:
-            out["mean"] = out["mean"] / max(self.count, 1)
-        out["count"] = self.count
-        return out
+    def partial(self, n: str, n_in: int) -> np.ndarray:
+        """The local sum of ``n``; zeros of the site's shape when no batch was seen (absmax >= 0)."""
+        if n in self.sums:
+            return self.sums[n]
+        return np.zeros((n_in, n_in) if n in self.SQUARE else (n_in,), np.float64)
+
+
+def _reduced(accs: Sequence[_Accumulator], n_in: int, reducer: Reducer) -> dict[str, Any]:
+    """The statistics of every part of every process: one collective per statistic, in ``names``
+    order (the same on every process, batches or not), then ``mean`` divided by the global count."""
+    out: dict[str, Any] = {}
+    for n in accs[0].names:
+        if n in STATISTICS and n not in ("norms", "count"):
+            parts = [a.partial(n, n_in) for a in accs]
+            out[n] = reducer.max(parts) if n == "absmax" else reducer.sum(parts)
+    count = int(round(float(np.asarray(reducer.sum([np.array([a.count], np.float64) for a in accs])).ravel()[0])))
+    if "mean" in out:
+        out["mean"] = out["mean"] / max(count, 1)
+    out["count"] = count
+    return out
 
 
 # --- planning --------------------------------------------------------------------------------

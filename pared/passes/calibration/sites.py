@@ -171,7 +171,8 @@ def find_weight_sites(graph: Graph) -> list[WeightSite]:
 
 class Statistic:
     """A custom statistic: the engine calls ``update`` with numpy ``(tokens, in)`` float32 blocks
-    and hands ``result()`` to the rewrite under ``key``. Subclass it (e.g. a histogram)."""
+    and hands ``result()`` to the rewrite under ``key``. Subclass it (e.g. a histogram); define
+    ``reduce`` too for data-parallel calibration."""
 
     key: str = "custom"
 
@@ -180,6 +181,20 @@ class Statistic:
 
     def result(self) -> Any:
         raise NotImplementedError
+
+    def reduce(self, reducer: Any) -> None:
+        """Combine this process's state with the other processes' in data-parallel calibration
+        (:mod:`pared.passes.calibration.reduce`): e.g. ``self.counts = reducer.sum([self.counts])``.
+        The base class cannot know what its state is, so it refuses."""
+        raise CalibrationError(
+            f"statistic {type(self).__name__} (key {self.key!r}) cannot be combined across {reducer.world} "
+            f"processes: define {type(self).__name__}.reduce(reducer) (combine its state with reducer.sum / "
+            "reducer.max, the same calls in the same order on every process), or calibrate in one process")
+
+    @classmethod
+    def reducible(cls) -> bool:
+        """Whether the subclass defines :meth:`reduce`."""
+        return cls.reduce is not Statistic.reduce
 
 
 class Stats(Mapping):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...ir import Graph
 from ..base import register_pass
-from ..calibration import CalibrationRequest, Statistic, calibrate, find_weight_sites
+from ..calibration import CalibrationError, CalibrationRequest, Statistic, calibrate, find_weight_sites
 from ..context import PassContext
 from .grid import rtn_quantize
 from .linears import LinearSite, QuantizedWeight, weight_nk
@@ -38,6 +38,18 @@ class ActivationRange(Statistic):
 
     def result(self) -> ActivationObserver:
         return self.obs
+
+    def reduce(self, reducer) -> None:
+        """Data-parallel calibration: the range over every process's batches (minmax only: the
+        other observers keep a sample of values, which is not combined across processes)."""
+        o = self.obs
+        if o.method != "minmax":
+            raise CalibrationError(
+                f"{o.name or 'a layer'}: the {o.method} activation observer cannot be combined across "
+                f"{reducer.world} processes; use observer=minmax or calibrate in one process")
+        ends = reducer.max([np.array([-o.lo, o.hi], np.float64)])
+        seen = reducer.sum([np.array([o.seen], np.float64)])
+        o.lo, o.hi, o.seen = -float(ends[0]), float(ends[1]), int(seen[0])
 
 
 def static_scales(graph: Graph, ctx: PassContext, sites: Sequence[LinearSite], method: str, qmax: float,
