@@ -102,6 +102,10 @@ class PassContext:
         opaque: callables of the graph's ``opaque`` equations, keyed by their ``target`` attribute
             (the torch frontend's table), so calibration can run them.
         progress: show progress bars on long work (calibration).
+        max_memory: out-of-core calibration's budget in bytes: a streamed memory plan whose peak
+            exceeds it stops the run before any work (docs/out_of_core.md); None: no budget.
+        staging_dir: a directory where calibration writes each rewritten weight, the graph keeping
+            a lazy handle on it (out-of-core); None keeps rewritten weights in memory.
     """
 
     calibration: Any = None
@@ -113,3 +117,5 @@ class PassContext:
     calibration_reducer: Any = None
     opaque: Mapping[str, Any] = field(default_factory=dict)
     progress: bool = True
+    max_memory: Optional[int] = None
+    staging_dir: Optional[str] = None

@@ -379,7 +379,10 @@ def save_artifact(
     try:
         tmp = make_partial_dir(prefix, out.parent)
         (tmp / GRAPH_FILE).write_text(print_graph(graph))
-        tensors_meta, stored = {}, {}
+        tensors_meta = {}
+        # one weight at a time (an out-of-core graph's weights are lazy handles on disk): each is
+        # read, encoded, appended to the weights file and dropped before the next
+        writer = st.StreamWriter(tmp / WEIGHTS_FILE, metadata={"format": FORMAT, "pared_version": __version__})
         for p in graph.params:
             value = np.asarray(graph.weights[p.name])
             if p.name in shared:
@@ -390,7 +393,8 @@ def save_artifact(
                 }
                 continue
             codec, parts = encode_weight(p.name, value, p.type)
-            stored.update(parts)
+            for k, a in parts.items():
+                writer.add(k, a)
             tensors_meta[p.name] = {
                 "dtype": value.dtype.name,
                 "shape": list(value.shape),
@@ -399,7 +403,8 @@ def save_artifact(
                 "dense_bytes": _dense_size(p, value, dense_bytes),
                 "sha256": {k: sha256_bytes(np.ascontiguousarray(a).tobytes()) for k, a in parts.items()},
             }
-        st.save(tmp / WEIGHTS_FILE, stored, metadata={"format": FORMAT, "pared_version": __version__})
+            del value, parts
+        writer.close()
         (tmp / REPORT_FILE).write_text(json.dumps(list(report_rows or []), indent=1, default=_json_default))
         if extra is not None:
             extra(tmp)

@@ -43,6 +43,7 @@ def _user_errors() -> tuple:
     from .artifact import ArtifactError
     from .decoding import DecodeError
     from .export import ExportError
+    from .lazy_weights import LazyWeightsError
     from .models import ModelError
     from .offline import RecipeError
     from .safetensors_io import SafetensorsError
@@ -53,6 +54,7 @@ def _user_errors() -> tuple:
         DecodeError,
         CalibrationError,
         CheckpointError,
+        LazyWeightsError,
         ExportError,
         FinetuneError,
         IRError,
@@ -83,6 +85,16 @@ def _int_at_least(lo: int, what: str):
 
 
 _positive_int = _int_at_least(1, "a count of samples, windows, tokens or repeats")
+
+
+def _memory_size(text: str) -> int:
+    """``4G``, ``4GB``, ``512M``, ``1.5GiB`` or a byte count -> bytes (powers of 1024)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size: write e.g. 4G, 512M or 1.5GiB")
+    return int(float(m.group(1)) * 1024 ** "_KMGT".index(m.group(2) or "_"))
 _non_negative_int = _int_at_least(0, "a size that may be 0 (none)")
 
 
@@ -132,7 +144,8 @@ def _compress(a: argparse.Namespace, log, main: bool) -> int:
     barrier()  # data-parallel: every rank has checked the output folder before rank 0 may write it
     t0 = time.perf_counter()
     log(f"loading {a.model} ...")
-    lm = resolve_model(a.model, seq_len=a.seq_len)
+    max_memory = getattr(a, "max_memory", None)
+    lm = resolve_model(a.model, seq_len=a.seq_len, out_of_core=max_memory is not None)
     dense_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
     check_free_space(a.out, dense_bytes + (16 << 20))  # never more than the dense weights + tokenizer files
     if a.calib not in (None, "none", "") and lm.tokenizer is None:
@@ -144,7 +157,8 @@ def _compress(a: argparse.Namespace, log, main: bool) -> int:
     calib = None if a.calib in ("none", "") else (a.calib or (_default_calib() if lm.tokenizer is not None else None))
     log(f"compressing {lm.name} ({type(lm.model).__name__}) with {a.recipe!r}")
     try:
-        result = compress_model(lm, a.recipe, calib, n_calib=a.n_calib, log=log, context=a.context)
+        result = compress_model(lm, a.recipe, calib, n_calib=a.n_calib, log=log, context=a.context,
+                                max_memory=max_memory)
     except PassError as e:
         if calib is None and "needs calibration data" in str(e):
             why = (
@@ -158,7 +172,9 @@ def _compress(a: argparse.Namespace, log, main: bool) -> int:
     if not main:
         return 0
     metrics = {}
-    if not a.no_eval:
+    if max_memory is not None and not a.no_eval:
+        _log("out of core (--max-memory): no quality or speed measurement (it would load every weight)")
+    elif not a.no_eval:
         eval_src = a.eval_text or (_default_calib() if lm.tokenizer is not None else "builtin")
         _log(f"measuring quality on {eval_src!r}" + ("" if a.no_bench else " and speed"))
         metrics = measure(
@@ -489,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--context", type=_non_negative_int, default=1024,
                    help="causal LMs: KV-cache positions of the stored decode graph (prompt + new tokens; "
                    "0: store none)")
+    c.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                   help="compress out of core within SIZE (e.g. 4G, 512M): weights stay in the model folder's "
+                   "safetensors shards until calibration reaches them; refused before calibration when the "
+                   "printed memory plan does not fit (docs/out_of_core.md). No quality/speed measurement")
     c.set_defaults(fn=cmd_compress)
 
     g = sub.add_parser("generate", help="generate text from a compressed causal LM (its decode graph)")

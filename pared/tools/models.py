@@ -54,6 +54,8 @@ class LoadedModel:
         tokenizer: a transformers tokenizer, or None.
         hf_dir: the folder holding ``config.json`` (for the HF export), or None.
         example: the example call as keyword tensors (or positional ones under ``args``).
+        out_of_core: the parameters hold no memory; the weights are read from ``hf_dir``'s
+            safetensors shards when compression reaches them (docs/out_of_core.md).
     """
 
     name: str
@@ -65,11 +67,16 @@ class LoadedModel:
     example_kwargs: dict = field(default_factory=dict)
     seq_len: int = 128
     captured: Any = None  # the torch frontend's CompiledGraph of the dense model (set by compress_model)
+    out_of_core: bool = False
     _sha256: Optional[str] = None
 
     # -- identity ------------------------------------------------------------------------------
     def sha256(self) -> str:
         """sha256 over the model's state dict (names, dtypes, shapes, bytes)."""
+        if self._sha256 is None and self.out_of_core:
+            from .lazy_weights import shards_sha256
+
+            self._sha256 = shards_sha256(self.hf_dir)
         if self._sha256 is None:
             h = hashlib.sha256()
             sd = self.model.state_dict()
@@ -217,15 +224,20 @@ def _first_tensor(out):
 # --- resolution -----------------------------------------------------------------------------------
 
 
-def resolve_model(spec: str, *, seq_len: int = 128) -> LoadedModel:
-    """Load MODEL (see the module docstring) as a :class:`LoadedModel`."""
+def resolve_model(spec: str, *, seq_len: int = 128, out_of_core: bool = False) -> LoadedModel:
+    """Load MODEL (see the module docstring) as a :class:`LoadedModel`; ``out_of_core``: a local
+    Hugging Face folder of safetensors shards, its weights left on disk (:mod:`.lazy_weights`)."""
+    p = Path(spec).expanduser()
+    if out_of_core and not (p.is_dir() and any(p.glob("*.safetensors"))):
+        raise ModelError(f"out-of-core compression (--max-memory) reads a local Hugging Face folder of "
+                         f"*.safetensors shards; {spec!r} is not one: drop --max-memory, or save the model with "
+                         "save_pretrained(folder) and pass the folder")
     if spec in BUNDLED:
         return _bundled(spec, seq_len)
-    p = Path(spec).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise ModelError(f"{spec!r} is a directory without config.json: not a Hugging Face model folder")
-        return load_hf_folder(p, name=spec, seq_len=seq_len)
+        return load_hf_folder(p, name=spec, seq_len=seq_len, out_of_core=out_of_core)
     if ":" in spec and not p.exists():
         return _factory(spec, seq_len)
     raise ModelError(
@@ -247,7 +259,7 @@ def _bundled(name: str, seq_len: int) -> LoadedModel:
     return load_hf_folder(smollm2_fp32_dir(), name="smollm2", seq_len=seq_len)
 
 
-def load_hf_folder(path: Path, *, name: str, seq_len: int = 128) -> LoadedModel:
+def load_hf_folder(path: Path, *, name: str, seq_len: int = 128, out_of_core: bool = False) -> LoadedModel:
     try:
         import torch
         import transformers
@@ -257,7 +269,12 @@ def load_hf_folder(path: Path, *, name: str, seq_len: int = 128) -> LoadedModel:
         ) from None
     cfg = json.loads((path / "config.json").read_text())
     causal = any(a.endswith("ForCausalLM") for a in cfg.get("architectures", []) or [])
-    if (path / "state_dict.pt").is_file():  # pared's own fp32 cache layout
+    if out_of_core:  # parameters without memory; the shards are read when compression reaches them
+        from .lazy_weights import empty_model
+
+        auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
+        model = empty_model(auto, transformers.AutoConfig.from_pretrained(path))
+    elif (path / "state_dict.pt").is_file():  # pared's own fp32 cache layout
         config = transformers.AutoConfig.from_pretrained(path)
         state = torch.load(path / "state_dict.pt", weights_only=True)
         causal = causal or "lm_head.weight" in state  # caches written without `architectures`
@@ -276,7 +293,7 @@ def load_hf_folder(path: Path, *, name: str, seq_len: int = 128) -> LoadedModel:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
     kind = "causal-lm" if causal else "encoder"
-    lm = LoadedModel(name, kind, model, tok, path, seq_len=seq_len)
+    lm = LoadedModel(name, kind, model, tok, path, seq_len=seq_len, out_of_core=out_of_core)
     if tok is not None:
         from .textdata import BUILTIN
 

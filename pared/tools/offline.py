@@ -140,11 +140,20 @@ def compress_model(
     log: Callable[[str], None] = print,
     verify: bool = True,
     context: int = 1024,
+    max_memory: Optional[int] = None,
+    staging_dir: Optional[str] = None,
 ) -> CompressResult:
     """Capture ``lm`` once, check the recipe against it, run the passes with calibration from text.
 
     For a causal LM, also build its decode step over a static KV cache of ``context`` positions
-    with the compressed weights (:func:`pared.tools.decoding.build_decode_graph`; 0 skips it)."""
+    with the compressed weights (:func:`pared.tools.decoding.build_decode_graph`; 0 skips it).
+
+    Out of core (``lm.out_of_core`` or a ``max_memory`` budget in bytes; docs/out_of_core.md): the
+    weights stay on disk until calibration reaches their layer, rewritten weights are staged in
+    ``staging_dir`` (a temporary folder, removed with the result, when None), the graph is not
+    lowered (nothing runs it: no quality/speed measurement) and no decode graph is built; a budget
+    the streamed memory plan cannot meet raises :class:`~pared.passes.calibration.CalibrationError`
+    before calibration starts."""
     from ..compiler.pipeline import unmatched_rewrites
     from ..compiler.torch_api import compress_torch
     from ..compiler.torch_backend import compile_imported
@@ -154,6 +163,11 @@ def compress_model(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     dense = lm.captured
+    out_of_core = lm.out_of_core or max_memory is not None
+    if dense is None and out_of_core:
+        from .out_of_core import capture
+
+        dense = lm.captured = capture(lm)
     if dense is None:  # capture once per loaded model; every recipe starts from the same IR
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -178,7 +192,17 @@ def compress_model(
         seconds["calibration_data"] = time.perf_counter() - t0
         log(f"calibration: {len(batches)} batch(es) from {calib!r}")
     t0 = time.perf_counter()
-    compiled = compile_imported(dense.imported, recipe=passes, calibration=batches, target="torch", verify=verify)
+    if out_of_core:
+        from .out_of_core import run_passes
+
+        compiled = run_passes(dense.imported, passes, batches, max_memory=max_memory, staging_dir=staging_dir,
+                              verify=verify)
+        if lm.kind == "causal-lm" and context:
+            log("out of core: no decode graph is built (`pared generate` will not work on this artifact)")
+            context = 0
+    else:
+        compiled = compile_imported(dense.imported, recipe=passes, calibration=batches, target="torch",
+                                    verify=verify)
     seconds["passes"] = time.perf_counter() - t0
     unmatched = unmatched_rewrites(passes, compiled.report, len(dense.graph.params))
     for w in unmatched:

@@ -72,6 +72,68 @@ def save(
         os.fsync(f.fileno())
 
 
+class StreamWriter:
+    """Write a safetensors file one tensor at a time, holding none of them: ``add`` appends each
+    tensor's bytes to ``<path>.data``; ``close`` writes the header, then copies the data after it.
+
+    Use it as a context manager (the file is complete on a clean exit, and neither file is left
+    behind on an error). Out-of-core artifacts are written this way (docs/out_of_core.md).
+    """
+
+    def __init__(self, path: str | os.PathLike, metadata: Optional[Mapping[str, str]] = None):
+        self.path = os.fspath(path)
+        self.header: dict[str, Any] = {}
+        if metadata:
+            self.header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        self._data = open(self.path + ".data", "w+b")
+        self._offset = 0
+
+    def add(self, name: str, array: Any) -> None:
+        if name in self.header:
+            raise SafetensorsError(f"{self.path}: tensor {name!r} added twice")
+        a = np.ascontiguousarray(array)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        st = _TO_ST.get(a.dtype.name)
+        if st is None:
+            raise SafetensorsError(f"tensor {name!r}: dtype {a.dtype} has no safetensors equivalent")
+        end = self._offset + a.nbytes
+        self.header[name] = {"dtype": st, "shape": list(a.shape), "data_offsets": [self._offset, end]}
+        self._data.write(a.reshape(-1).view(np.uint8).data if a.size else b"")
+        self._offset += a.nbytes
+
+    def close(self) -> None:
+        import shutil
+
+        raw = json.dumps(self.header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        self._data.flush()
+        self._data.seek(0)
+        with open(self.path, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)))
+            f.write(raw)
+            shutil.copyfileobj(self._data, f, 1 << 24)
+            f.flush()
+            os.fsync(f.fileno())
+        self._discard()
+
+    def _discard(self) -> None:
+        self._data.close()
+        if os.path.exists(self.path + ".data"):
+            os.remove(self.path + ".data")
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._discard()
+            if os.path.exists(self.path):
+                os.remove(self.path)
+
+
 def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
     """(header dict, byte offset where the data starts); checks the header against the file size."""
     name = os.fspath(path)

@@ -60,6 +60,11 @@ class TorchExecutor:
     def set_weight(self, name: str, value) -> None:
         self._w[name] = self.torch.from_numpy(np.ascontiguousarray(value)).to(self._to_torch(self.ptypes[name].dtype))
 
+    def release(self, name: str) -> None:
+        """Drop the tensor held for weight ``name`` (the engine calls this after its last use, so
+        an out-of-core run holds one layer's weights at a time; a later use reads it again)."""
+        self._w.pop(name, None)
+
     def twin(self) -> TorchExecutor:
         """An executor for the dense shadow stream: the same lowered equations, the original weights."""
         other = TorchExecutor(self.graph, self.opaque)

@@ -29,6 +29,9 @@ How it runs (docs/architecture.md, "Calibration"):
 5. Data-parallel (``PassContext.calibration_reducer``, :mod:`.reduce`): each process runs its
    share of the batches and every site's statistics are combined across processes before the
    rewrite, so all processes solve on the same global statistics.
+6. Out of core (:mod:`.streaming`, docs/out_of_core.md): the executor releases each weight after
+   its last use, rewritten weights are staged to disk (``staging``), and the streamed plan's peak
+   is checked against ``max_memory`` before any work.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from .sites import (
     normalize_batches,
     retype_params,
 )
+from .streaming import Staging, budget_error, current_rss, param_last_uses, streamed_peak, weight_nbytes
 
 
 def calibrate(graph: Graph, ctx: Any, request: CalibrationRequest) -> CalibrationResult:
@@ -87,7 +91,8 @@ def calibrate(graph: Graph, ctx: Any, request: CalibrationRequest) -> Calibratio
         else:  # one console: only rank 0 logs the plan and shows progress
             progress, log = False, lambda s: None
         batches = local_share(batches, reducer.rank, reducer.world)
-    return run_calibration(graph, batches, request, factory(graph), progress=progress, log=log, reducer=reducer)
+    return run_calibration(graph, batches, request, factory(graph), progress=progress, log=log, reducer=reducer,
+                           max_memory=getattr(ctx, "max_memory", None), staging=getattr(ctx, "staging_dir", None))
 
 
 class Executor(Protocol):
@@ -111,11 +116,15 @@ class Executor(Protocol):
 
 def run_calibration(graph: Graph, batches: Sequence[tuple], request: CalibrationRequest, executor: Executor, *,
                     progress: bool = True, log: Optional[Callable[[str], None]] = None,
-                    reducer: Optional[Reducer] = None) -> CalibrationResult:
+                    reducer: Optional[Reducer] = None, max_memory: Optional[int] = None,
+                    staging: Optional[str] = None) -> CalibrationResult:
     """Calibrate ``request.sites`` of ``graph`` on ``batches`` (validated tuples, one value per input).
 
     ``reducer``: data-parallel calibration (:mod:`.reduce`); ``batches`` are then this process's
     share, and every site's statistics are combined across processes before its rewrite.
+    ``staging``: a directory; each rewritten weight is written there and the result's graph reads
+    it back lazily (:mod:`.streaming`, out-of-core). ``max_memory``: bytes; a streamed plan whose
+    peak (plus what the process holds now) exceeds it raises :class:`CalibrationError` before any work.
     """
     log = log or (lambda s: print(s, file=sys.stderr))
     t0 = time.perf_counter()
@@ -130,7 +139,21 @@ def run_calibration(graph: Graph, batches: Sequence[tuple], request: Calibration
     plan = memory_plan(graph, batches, request, needed, last_use)
     if shadow:
         plan += "\n  + a dense shadow stream (statistic 'cross'): up to twice the live activations"
+    order = sorted(needed | set(sites))
+    _, last_w, pinned_w = param_last_uses(graph, order)
+    release_after: dict[int, list[str]] = {}
+    for name, i in last_w.items():
+        if name not in pinned_w:
+            release_after.setdefault(i, []).append(name)
+    peak, peak_w = _streamed_plan(graph, batches, request, needed, last_use, order, shadow)
+    plan += (f"\n  streamed (weights read at their layer, released after it): peak {_mib(peak)} "
+             f"(weights live at the peak {_mib(peak_w)})")
     log(f"[pared calibration: {request.name}] backend={ex.name}\n{plan}")
+    if max_memory is not None:
+        refusal = budget_error(request.name, peak, current_rss(), int(max_memory), plan.replace("\n  ", "; ").strip())
+        if refusal:
+            raise CalibrationError(refusal)
+    stage = Staging(staging) if staging is not None else None
     ex_dense = ex.twin() if shadow else None
 
     weights = dict(graph.weights)
@@ -141,7 +164,6 @@ def run_calibration(graph: Graph, batches: Sequence[tuple], request: Calibration
     rewrites: dict[str, Rewrite] = {}
     new_types: dict[str, Any] = {}
     cache: dict[Any, Stats] = {}
-    order = sorted(needed | set(sites))
     bar = _Progress(len(order), request.name, progress)
     try:
         for i in order:
@@ -158,13 +180,16 @@ def run_calibration(graph: Graph, batches: Sequence[tuple], request: Calibration
                 if value.shape != w.shape:
                     raise ValueError(f"{request.name}: rewrite of {site.param!r} returned shape {list(value.shape)}, "
                                      f"expected {list(w.shape)}")
+                if stage is not None:  # out of core: the graph keeps a handle on the staged copy
+                    rw = Rewrite(stage.stage(site.param, value), rw.type, rw.info)
                 rewrites[site.param] = rw
                 if rw.type is not None:
                     new_types[site.param] = rw.type
                 if request.sequential:
-                    weights[site.param] = value
+                    weights[site.param] = rw.value if stage is not None else value
                     ex.set_weight(site.param, value)
                     diverged = True
+                del w, value, out
             for b, env in enumerate(envs):
                 if i in needed:
                     args = [_read(a, env) for a in eqn.inputs]
@@ -184,6 +209,10 @@ def run_calibration(graph: Graph, batches: Sequence[tuple], request: Calibration
                         dense_envs[b].pop(v, None)
             for key in share.release.get(i, ()):
                 cache.pop(key, None)
+            for name in release_after.get(i, ()):  # a weight is held from its first use to its last
+                for e in (ex, ex_dense):
+                    if e is not None and hasattr(e, "release"):
+                        e.release(name)
             bar.update()
     finally:
         bar.close()
@@ -383,22 +412,9 @@ def memory_plan(
     """A few lines: batches and tokens, equations to run, peak live activations, statistics, weights."""
     needed = _needed_eqns(graph, request.sites) if needed is None else needed
     last_use = _last_uses(graph, needed, request.sites) if last_use is None else last_use
-    envs = [bind_symbols([v.type for v in graph.inputs], list(b)) for b in batches]
-    live = sum(_nbytes(v.type, env) for env in envs for v in graph.inputs)
-    peak, at = live, None
-    for i in sorted(needed):
-        e = graph.eqns[i]
-        live += sum(_nbytes(v.type, env) for env in envs for v in e.outputs)
-        if live > peak:
-            peak, at = live, i
-        live -= sum(_nbytes(v.type, env) for env in envs for v in last_use.get(i, ()))
-    stat = 0
-    for s in request.sites:
-        n_in = s.shape2d[1]
-        specs = [x for x in request.statistics(s) if isinstance(x, str)]
-        square = sum(1 for x in ("hessian", "cross") if x in specs)
-        stat = max(stat, 8 * n_in * n_in * square + 8 * n_in * (len(specs) + 1))
-    wbytes = sum(np.asarray(w).nbytes for w in graph.weights.values())
+    _, peak, at = _activation_profile(graph, batches, needed, last_use)
+    stat = _largest_statistic(request)
+    wbytes = sum(weight_nbytes(w) for w in graph.weights.values())  # a lazy weight is not read for its size
     where = f" (at equation {at}: {graph.eqns[at].op})" if at is not None else ""
     return (
         f"  {len(batches)} batch(es); {len(needed)} of {len(graph.eqns)} equations reach the "
@@ -406,6 +422,43 @@ def memory_plan(
         f"  peak live activations {_mib(peak)}{where} + statistics {_mib(stat)} (largest site) "
         f"+ weights {_mib(wbytes)}"
     )
+
+
+def _activation_profile(graph: Graph, batches, needed, last_use) -> tuple[dict[int, int], int, Optional[int]]:
+    """(live activation bytes over all batches right after each needed equation, the peak, where)."""
+    envs = [bind_symbols([v.type for v in graph.inputs], list(b)) for b in batches]
+    live = sum(_nbytes(v.type, env) for env in envs for v in graph.inputs)
+    peak, at, after = live, None, {}
+    for i in sorted(needed):
+        e = graph.eqns[i]
+        live += sum(_nbytes(v.type, env) for env in envs for v in e.outputs)
+        after[i] = live
+        if live > peak:
+            peak, at = live, i
+        live -= sum(_nbytes(v.type, env) for env in envs for v in last_use.get(i, ()))
+    return after, peak, at
+
+
+def _largest_statistic(request: CalibrationRequest) -> int:
+    stat = 0
+    for s in request.sites:
+        n_in = s.shape2d[1]
+        specs = [x for x in request.statistics(s) if isinstance(x, str)]
+        square = sum(1 for x in ("hessian", "cross") if x in specs)
+        stat = max(stat, 8 * n_in * n_in * square + 8 * n_in * (len(specs) + 1))
+    return stat
+
+
+def _streamed_plan(graph, batches, request, needed, last_use, order, shadow: bool) -> tuple[int, int]:
+    """(peak bytes, weights live at the peak) of the streamed run (:func:`.streaming.streamed_peak`);
+    a dense shadow stream doubles the activations and the weights it reads."""
+    after, _, _ = _activation_profile(graph, batches, needed, last_use)
+    if shadow:
+        after = {i: 2 * b for i, b in after.items()}
+    ptypes = graph.param_types
+    largest = max((weight_nbytes(graph.weights.get(s.param), ptypes.get(s.param)) for s in request.sites), default=0)
+    peak, peak_w = streamed_peak(graph, order, after, _largest_statistic(request), largest)
+    return (peak + peak_w, 2 * peak_w) if shadow else (peak, peak_w)
 
 
 def _mib(n: int) -> str:

@@ -1,0 +1,129 @@
+"""Out-of-core compression (docs/out_of_core.md) on a small random Llama written as bf16 shards.
+
+- ``pared compress --max-memory`` (GPTQ int4, SparseGPT 2:4) in a subprocess stays under its
+  budget (the child's peak RSS from ``os.wait4``) and writes an artifact that loads;
+- the artifact it writes holds the same weights as the in-memory path on the same folder (masks too);
+- a budget below the printed plan is refused with the numbers before calibration starts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+GPTQ = "gptq{weights=int4,group=128,observer=minmax,refit=none,ignore=(embed_tokens)}"  # tied head: float
+SPARSE = "sparsify{method=sparsegpt,pattern=2:4,refit=false}"
+# torch + transformers + the text take ~0.6-0.9 GB here before any weight is read; the model's
+# f32 weights are ~30 MB, so the bound mostly checks that nothing loads the model several times
+RSS_BOUND = 1.5 * 2**30
+SEQ = 32
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from pared.tools.synthetic_llama import llama_config, write_llama
+
+    cfg = llama_config(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2)
+    return write_llama(tmp_path_factory.mktemp("llama") / "model", cfg, shard_bytes=4 << 20)
+
+
+def _cli(args):
+    """Run ``pared`` in a child; (returncode, stdout, stderr)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "pared.tools.cli", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    out, err = p.communicate(timeout=600)
+    return p.returncode, out, err
+
+
+def _cli_rss(args):
+    """Run ``pared`` in a child; (returncode, stderr, that child's peak RSS in bytes from wait4)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(os.devnull, "w") as null:
+        p = subprocess.Popen([sys.executable, "-m", "pared.tools.cli", *args], stdout=null, stderr=subprocess.PIPE,
+                             env=env)
+        err = p.stderr.read().decode()
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, err, usage.ru_maxrss * 1024
+
+
+def _args(folder, recipe, out, budget):
+    return ["compress", str(folder), "--recipe", recipe, "--calib", "builtin", "--n-calib", "2", "--seq-len", str(SEQ),
+            "--out", str(out), "--max-memory", budget, "--no-eval"]
+
+
+@pytest.mark.parametrize("recipe", [GPTQ, SPARSE], ids=["gptq-int4", "sparsegpt-2:4"])
+def test_cli_within_budget_and_equal_to_in_memory(folder, tmp_path, recipe):
+    from pared.tools.artifact import load_artifact
+    from pared.tools.models import resolve_model
+    from pared.tools.offline import compress_model
+
+    rc, err, rss = _cli_rss(_args(folder, recipe, tmp_path / "a", "1.5G"))
+    assert rc == 0, err[-3000:]
+    assert "streamed (weights read at their layer" in err  # the plan is printed before the work
+    assert rss < RSS_BOUND, f"peak RSS {rss / 2**20:.0f} MiB"
+    ooc = load_artifact(tmp_path / "a").graph  # written from the staged weights, one at a time
+
+    dense = compress_model(resolve_model(str(folder), seq_len=SEQ), recipe, "builtin", n_calib=2, log=lambda s: None,
+                           context=0).graph
+    assert sorted(p.name for p in ooc.params) == sorted(p.name for p in dense.params)
+    for p in dense.params:
+        a, b = np.asarray(dense.weights[p.name]), np.asarray(ooc.weights[p.name])
+        assert a.dtype == b.dtype and a.shape == b.shape, p.name
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(np.abs(a).max() or 1), err_msg=p.name)
+            np.testing.assert_array_equal(b != 0, a != 0, err_msg=f"{p.name}: masks differ")
+        else:
+            np.testing.assert_array_equal(b, a, err_msg=p.name)
+
+
+def test_too_small_budget_refuses_before_calibration(folder, tmp_path):
+    rc, out, err = _cli(_args(folder, SPARSE, tmp_path / "a", "64M"))
+    assert rc != 0
+    assert "over the memory budget 0.06 GiB" in err and "streamed plan" in err, err[-2000:]
+    assert "rewritten" not in err  # no layer was calibrated
+    assert not (tmp_path / "a").exists()
+
+
+def test_stream_writer_and_lazy_reads_match_torch(tmp_path):
+    """The streaming safetensors writer's file loads with the safetensors package, and a lazy read
+    of a bf16 tensor widens exactly as torch does."""
+    import ml_dtypes
+    import torch
+
+    from pared.tools import safetensors_io as st
+    from pared.tools.lazy_weights import checkpoint_index, read_tensor
+
+    rng = np.random.default_rng(0)
+    tensors = {"a": rng.standard_normal((3, 5)).astype(np.float32), "b": np.arange(7, dtype=np.int8),
+               "c": rng.standard_normal((4, 6)).astype(ml_dtypes.bfloat16)}
+    with st.StreamWriter(tmp_path / "m.safetensors", metadata={"format": "pt"}) as w:
+        for k, v in tensors.items():
+            w.add(k, v)
+    assert not (tmp_path / "m.safetensors.data").exists()
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    loaded = safetensors_torch.load_file(str(tmp_path / "m.safetensors"))
+    np.testing.assert_array_equal(loaded["a"].numpy(), tensors["a"])
+    np.testing.assert_array_equal(loaded["b"].numpy(), tensors["b"])
+    shard, dtype, shape, offset = checkpoint_index(tmp_path)["c"]
+    np.testing.assert_array_equal(read_tensor(shard, dtype, shape, offset, np.dtype(np.float32)),
+                                  loaded["c"].to(torch.float32).numpy())
+
+
+def test_python_entry_refuses_a_budget_the_plan_exceeds(folder):
+    from pared.compiler.instruments import PassError
+    from pared.passes.calibration import CalibrationError
+    from pared.tools.models import resolve_model
+    from pared.tools.offline import compress_model
+
+    lm = resolve_model(str(folder), seq_len=SEQ, out_of_core=True)
+    with pytest.raises((CalibrationError, PassError), match=r"over the memory budget 0\.00 GiB"):
+        compress_model(lm, SPARSE, "builtin", n_calib=2, log=lambda s: None, context=0, max_memory=1 << 20)
