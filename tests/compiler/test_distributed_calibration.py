@@ -155,7 +155,11 @@ def _assert_same_weights(one: dict, many: dict, where: str) -> None:
         assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {k}"
         np.testing.assert_array_equal(a == 0, b == 0, err_msg=f"{where}: mask of {k}")
         if a.dtype.kind == "f":
-            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(np.abs(a).max()), err_msg=f"{where}: {k}")
+            # relative to the weight's norm: the least-squares refit stops each row at a tolerance, and a
+            # row whose residual sits at it may take one CG step more or less when the Hessian's float64
+            # sums are added in another order (a few 1e-5 elementwise, ~1e-6 of the weight's norm)
+            rel = float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-30))
+            assert rel <= 1e-5, f"{where}: {k}: relative difference {rel:.2e}"
         else:
             np.testing.assert_array_equal(a, b, err_msg=f"{where}: {k}")
 

@@ -10,6 +10,16 @@ monotone: it never increases the error. Each cycle, every row
   2. regrows the pruned weight g (same N:M group when patterned) with the best single-weight
      OBS value t = h'_g / H_gg, gaining h'_g^2 / H_gg (h' = h after step 1),
 and the swap is applied only where the total change is negative.
+
+Rows are independent and a row changes only when it swaps, so a row whose best swap does not help
+will never find one later: it leaves the working set for good. Each cycle therefore costs in
+proportion to the rows still swapping, and the result is the same as sweeping every row each cycle.
+At N:M nearly every row keeps finding a tiny gain for all ``cycles``: once its mask has settled, its
+best step is a regrow of the weight just pruned (p = g), i.e. coordinate descent on the kept values.
+When a least-squares refit follows (:func:`~pared.passes.sparsify.refit.refit_kept`, which re-values
+all kept weights exactly), ``settle=k`` retires a row after k such steps in a row. On SmolLM2's 2:4
+layers, k=1 cut the cycles about 4x but cost up to 1.3% of layer error (a row may find a swap after
+a few value steps); the pass uses k=6 (within 0.3% of running every cycle, then refitting).
 """
 
 from __future__ import annotations
@@ -20,66 +30,32 @@ import numpy as np
 
 
 def dsnot(w_dense: np.ndarray, w_sparse: np.ndarray, keep: np.ndarray, h: np.ndarray, *, n: Optional[int] = None,
-          m: Optional[int] = None, cycles: int = 50, damp: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+          m: Optional[int] = None, cycles: int = 50, damp: float = 0.0,
+          settle: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
     """Refine ``(w_sparse, keep)`` for the dense ``w_dense`` given ``h = X^T X``.
 
     Returns (new weight, new keep-mask, number of swaps). Every row keeps its number of nonzeros
-    (and every N:M group its count when ``m`` is given).
+    (and every N:M group its count when ``m`` is given). ``settle``: when > 0, a row also stops after
+    that many consecutive steps that change no mask entry (for callers that refit the weights afterwards).
     """
     H = np.asarray(h, np.float64)
     if damp:
         H = H + damp * float(np.mean(np.diag(H))) * np.eye(H.shape[0])
     dH = np.diag(H).copy()
     dH[dH <= 0] = np.inf  # dead channels: never worth growing
-    Wc = np.array(w_sparse, np.float64)
-    keep = np.array(keep, bool)
-    R = np.asarray(w_dense, np.float64) - Wc
+    W_out = np.array(w_sparse, np.float64)
+    K_out = np.array(keep, bool)
+    live = np.arange(W_out.shape[0])  # rows still swapping; the state below holds only them
+    Wc, keep, R = W_out, K_out, np.asarray(w_dense, np.float64) - W_out
     hr = R @ H
-    rows, cols = Wc.shape
-    ar = np.arange(rows)
+    idle = np.zeros(live.size, int)  # consecutive steps that only re-valued a kept weight
     swaps = 0
     for _ in range(cycles):
-        cost = 2 * Wc * hr + Wc * Wc * dH[None, :]
-        cost[~keep] = np.inf
-        if m:
-            G = cols // m
-            cg = cost.reshape(rows, G, m)
-            p_in = np.argmin(cg, axis=2)  # (rows, G)
-            p = p_in + np.arange(G)[None, :] * m
-            s = Wc[ar[:, None], p]  # (rows, G)
-            cp = np.take_along_axis(cg, p_in[:, :, None], 2)[:, :, 0]
-            gcols = np.arange(cols).reshape(G, m)
-            hg = hr.reshape(rows, G, m) + s[:, :, None] * H[p[:, :, None], gcols[None, :, :]]
-            gain = hg ** 2 / dH.reshape(G, m)[None]
-            gain[keep.reshape(rows, G, m)] = -np.inf
-            gp = (
-                np.take_along_axis(hg, p_in[:, :, None], 2)[:, :, 0] ** 2
-                / dH.reshape(G, m)[np.arange(G)[None, :], p_in]
-            )
-            np.put_along_axis(gain, p_in[:, :, None], gp[:, :, None], 2)  # p may come back with a better value
-            g_in = np.argmax(gain, axis=2)
-            total = cp - np.take_along_axis(gain, g_in[:, :, None], 2)[:, :, 0]
-            best = np.argmin(total, axis=1)
-            delta = total[ar, best]
-            p_row, g_row = p[ar, best], g_in[ar, best] + best * m
-            t = hg[ar, best, g_in[ar, best]] / dH[g_row]
-            s_row = s[ar, best]
-        else:
-            p_row = np.argmin(cost, axis=1)
-            s_row = Wc[ar, p_row]
-            cp = cost[ar, p_row]
-            hp = hr + s_row[:, None] * H[p_row]
-            gain = hp**2 / dH[None, :]
-            gain[keep] = -np.inf
-            gain[ar, p_row] = hp[ar, p_row] ** 2 / dH[p_row]
-            g_row = np.argmax(gain, axis=1)
-            delta = cp - gain[ar, g_row]
-            t = hp[ar, g_row] / dH[g_row]
-        ok = np.isfinite(delta) & (delta < -1e-12 * (1 + np.abs(np.einsum("ij,ij->i", R, hr))))
-        moved = ok & (p_row != g_row)
-        if not ok.any():
+        if not live.size:
             break
-        rr = ar[ok]
+        p_row, g_row, s_row, t, delta = _best_swaps(Wc, keep, hr, H, dH, m)
+        ok = np.isfinite(delta) & (delta < -1e-12 * (1 + np.abs(np.einsum("ij,ij->i", R, hr))))
+        rr = np.flatnonzero(ok)
         pr, gr, sr, tr = p_row[ok], g_row[ok], s_row[ok], t[ok]
         Wc[rr, pr] = 0.0
         keep[rr, pr] = False
@@ -88,6 +64,55 @@ def dsnot(w_dense: np.ndarray, w_sparse: np.ndarray, keep: np.ndarray, h: np.nda
         R[rr, pr] += sr
         R[rr, gr] -= tr
         hr[rr] += sr[:, None] * H[pr] - tr[:, None] * H[gr]
-        swaps += int(moved.sum())
-    Wc[~keep] = 0.0
-    return Wc.astype(np.asarray(w_sparse).dtype), keep, swaps
+        swaps += int((pr != gr).sum())
+        idle = np.where(p_row == g_row, idle + 1, 0)
+        go = ok & (idle < settle) if settle else ok
+        if not go.all():  # rows without a helpful swap are final: write them back, keep the rest
+            W_out[live[~go]], K_out[live[~go]] = Wc[~go], keep[~go]
+            live, Wc, keep, R, hr, idle = live[go], Wc[go], keep[go], R[go], hr[go], idle[go]
+    W_out[live], K_out[live] = Wc, keep
+    W_out[~K_out] = 0.0
+    return W_out.astype(np.asarray(w_sparse).dtype), K_out, swaps
+
+
+def _best_swaps(Wc, keep, hr, H, dH, m):
+    """Each row's best (pruned p, grown g, old w'_p, new w'_g, error change) for one swap."""
+    rows, cols = Wc.shape
+    ar = np.arange(rows)
+    cost = 2 * Wc * hr + Wc * Wc * dH[None, :]
+    cost[~keep] = np.inf
+    if m:
+        G = cols // m
+        cg = cost.reshape(rows, G, m)
+        p_in = np.argmin(cg, axis=2)  # (rows, G)
+        p = p_in + np.arange(G)[None, :] * m
+        s = Wc[ar[:, None], p]  # (rows, G)
+        cp = np.take_along_axis(cg, p_in[:, :, None], 2)[:, :, 0]
+        gcols = np.arange(cols).reshape(G, m)
+        hg = hr.reshape(rows, G, m) + s[:, :, None] * H[p[:, :, None], gcols[None, :, :]]
+        gain = hg ** 2 / dH.reshape(G, m)[None]
+        gain[keep.reshape(rows, G, m)] = -np.inf
+        gp = (
+            np.take_along_axis(hg, p_in[:, :, None], 2)[:, :, 0] ** 2
+            / dH.reshape(G, m)[np.arange(G)[None, :], p_in]
+        )
+        np.put_along_axis(gain, p_in[:, :, None], gp[:, :, None], 2)  # p may come back with a better value
+        g_in = np.argmax(gain, axis=2)
+        total = cp - np.take_along_axis(gain, g_in[:, :, None], 2)[:, :, 0]
+        best = np.argmin(total, axis=1)
+        delta = total[ar, best]
+        p_row, g_row = p[ar, best], g_in[ar, best] + best * m
+        t = hg[ar, best, g_in[ar, best]] / dH[g_row]
+        s_row = s[ar, best]
+    else:
+        p_row = np.argmin(cost, axis=1)
+        s_row = Wc[ar, p_row]
+        cp = cost[ar, p_row]
+        hp = hr + s_row[:, None] * H[p_row]
+        gain = hp**2 / dH[None, :]
+        gain[keep] = -np.inf
+        gain[ar, p_row] = hp[ar, p_row] ** 2 / dH[p_row]
+        g_row = np.argmax(gain, axis=1)
+        delta = cp - gain[ar, g_row]
+        t = hp[ar, g_row] / dH[g_row]
+    return p_row, g_row, s_row, t, delta

@@ -7,48 +7,80 @@ value. For a fixed mask the best kept weights of each row solve a small least-sq
     min_{w'_S} (w - w') H (w - w')^T   with w' = 0 outside S   <=>   H_SS w'_S = (H w)_S
 
 (H = X^T X + damp * mean(diag H) * I, w the reconstruction target). Every row has its own S, so
-the rows are solved together by conjugate gradients on the masked operator ``P_S H P_S`` (one
-(rows, in) x (in, in) product per iteration, Jacobi-preconditioned, started from the sweep's
-weights), which costs a few GEMMs per layer instead of one (|S| x |S|) factorisation per row.
-The layer error never increases: CG on this convex quadratic only goes down from its start.
+the rows are solved together by preconditioned conjugate gradients on the masked operator
+``P_S H P_S`` (one (rows, in) x (in, in) product per iteration, started from the given weights)
+instead of one (|S| x |S|) factorisation per row. The preconditioner is the masked inverse
+``P_S H^-1 P_S``: (H^-1)_SS is the inverse of the Schur complement H_SS - H_ST H_TT^-1 H_TS rather
+than of H_SS, close enough that CG reaches the optimum in about 8 iterations where the diagonal
+(Jacobi) preconditioner was still short of it after 15 on SmolLM2's Hessians.
+
+A row leaves the iteration once r^T z, the preconditioned residual (about the error the row can
+still shed), is below ``tol`` of its current error r_w^T H r_w; rows started at their optimum (a
+refit after a few DSnoT swaps leaves most rows untouched) cost one product. The layer error never
+increases: CG on this convex quadratic only goes down from its start.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 
-def refit_kept(w_target: np.ndarray, w_init: np.ndarray, keep: np.ndarray, h: np.ndarray, *, damp: float = 0.01,
-               iters: int = 30, tol: float = 1e-12) -> np.ndarray:
-    """Kept weights minimising ||(w_target - w') X^T||^2 (damped) with w' zero where ``~keep``.
-
-    ``w_target``, ``w_init``: (out, in); ``keep``: bool (out, in); ``h``: (in, in) = X^T X.
-    Returns float32 weights, zero outside ``keep``.
-    """
+def damped_hessian(h: np.ndarray, damp: float) -> np.ndarray:
+    """H + damp * mean(diag H) * I in float64 (the matrix the refit solves with)."""
     H = np.array(h, dtype=np.float64)
     H[np.diag_indices_from(H)] += damp * float(np.mean(np.diag(H)))
+    return H
+
+
+def refit_preconditioner(h: np.ndarray, damp: float = 0.01) -> np.ndarray:
+    """(H + damp * mean(diag H) * I)^-1, to share between refits of layers with the same Hessian."""
+    H = damped_hessian(h, damp)
+    try:
+        inv_low = np.linalg.inv(np.linalg.cholesky(H))
+    except np.linalg.LinAlgError:  # singular (damp=0 with dead channels): the diagonal (Jacobi) one
+        return np.diag(1.0 / np.maximum(np.diag(H), 1e-30))
+    return inv_low.T @ inv_low
+
+
+def refit_kept(w_target: np.ndarray, w_init: np.ndarray, keep: np.ndarray, h: np.ndarray, *, damp: float = 0.01,
+               iters: int = 15, tol: float = 1e-3, hinv: Optional[np.ndarray] = None) -> np.ndarray:
+    """Kept weights minimising ||(w_target - w') X^T||^2 (damped) with w' zero where ``~keep``.
+
+    ``w_target``, ``w_init``: (out, in); ``keep``: bool (out, in); ``h``: (in, in) = X^T X;
+    ``iters``: at most this many CG iterations; ``hinv``: :func:`refit_preconditioner` of ``h``
+    (computed when not given). Returns float32 weights, zero outside ``keep``.
+    """
+    H = damped_hessian(h, damp)
+    Hinv = refit_preconditioner(h, damp) if hinv is None else np.asarray(hinv, np.float64)
     M = np.asarray(keep, bool)
-    mf = M.astype(np.float64)
-    x = np.where(M, np.asarray(w_init, np.float64), 0.0)
-    b = (np.asarray(w_target, np.float64) @ H) * mf
-    dinv = 1.0 / np.maximum(np.diag(H), 1e-30)
-    r = b - (x @ H) * mf
-    z = r * dinv[None, :]
+    out = np.where(M, np.asarray(w_init, np.float64), 0.0)
+    g = (np.asarray(w_target, np.float64) - out) @ H
+    err = np.einsum("ij,ij->i", np.asarray(w_target, np.float64) - out, g)  # each row's damped error^2
+    live = np.arange(M.shape[0])  # rows still iterating; x, r, p, mf hold only them
+    x, mf = out, M.astype(np.float64)
+    r = g * mf  # minus the gradient of the row's error, on its kept weights
+    z = (r @ Hinv) * mf
     p = z.copy()
     rz = np.einsum("ij,ij->i", r, z)
-    stop = tol * np.maximum(np.einsum("ij,ij->i", b, b * dinv[None, :]), 1e-300)
-    for _ in range(iters):
-        active = rz > stop
-        if not active.any():
+    for it in range(iters + 1):
+        go = rz > tol * np.maximum(err, 1e-300)
+        if not go.all():  # converged rows are final: write them back and drop them
+            out[live[~go]] = x[~go]
+            live, x, r, p, mf, rz, err = live[go], x[go], r[go], p[go], mf[go], rz[go], err[go]
+        if not live.size or it == iters:
             break
         q = (p @ H) * mf
         pq = np.einsum("ij,ij->i", p, q)
-        alpha = np.where(active & (pq > 0), rz / np.where(pq > 0, pq, 1.0), 0.0)
+        alpha = np.where(pq > 0, rz / np.where(pq > 0, pq, 1.0), 0.0)
         x += alpha[:, None] * p
         r -= alpha[:, None] * q
-        z = r * dinv[None, :]
+        err -= alpha * rz  # a CG step lowers the quadratic by alpha r^T z
+        z = (r @ Hinv) * mf
         rz_new = np.einsum("ij,ij->i", r, z)
-        beta = np.where(active & (rz > 0), rz_new / np.where(rz > 0, rz, 1.0), 0.0)
+        beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
         p = z + beta[:, None] * p
         rz = rz_new
-    return np.where(M, x, 0.0).astype(np.float32)
+    out[live] = x
+    return np.where(M, out, 0.0).astype(np.float32)

@@ -33,14 +33,17 @@ def inverse_hessian_factor(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.n
 
 
 def sparsegpt(w: np.ndarray, h: np.ndarray, sparsity: float = 0.5, n: Optional[int] = None, m: Optional[int] = None,
-              blocksize: int = 128, damp: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+              blocksize: int = 128, damp: float = 0.01,
+              factor: Optional[tuple[np.ndarray, np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray]:
     """Prune the (out, in) weight ``w`` given ``h = X^T X``; returns (new weight, keep-mask).
 
     Unstructured when ``n`` is None (``sparsity`` of every block of columns is pruned), else
     N:M: ``n`` kept in every ``m`` consecutive input columns (``sparsity`` is then ignored).
+    ``factor``: :func:`inverse_hessian_factor` of ``(h, damp)`` when already computed (layers that
+    share an input, such as q/k/v, share it).
     """
     rows, cols = w.shape
-    hinv, dead = inverse_hessian_factor(h, damp)
+    hinv, dead = inverse_hessian_factor(h, damp) if factor is None else factor
     hinv = hinv.astype(np.float32)
     W = np.array(w, dtype=np.float32)
     W[:, dead] = 0

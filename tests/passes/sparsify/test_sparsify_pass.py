@@ -1,5 +1,7 @@
 """The sparsify pass on small graphs: encodings, targets, reports, sequential calibration, errors."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -67,6 +69,16 @@ def test_sparsegpt_beats_magnitude_on_the_model_output():
     assert e["sparsegpt"] < e["magnitude"] and e["wanda"] < e["magnitude"]
     assert e["sparsegpt+dsnot"] < e["sparsegpt"] * 1.05
 
+
+
+def test_calibrated_solvers_print_an_estimate_first(capsys):
+    """SparseGPT/DSnoT print one line with the estimated solver time before calibrating."""
+    Sparsify(method="sparsegpt", pattern="2:4", dsnot=True)(mlp(), ctx(correlated()))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[pared sparsify]")]
+    assert len(lines) == 1
+    assert re.match(r"\[pared sparsify\] estimated (\d+ min )?\d+ s for 2 layers \(.*probe \d+x\d+ in ", lines[0])
+    Sparsify(method="magnitude", pattern="2:4")(mlp(), ctx(correlated()))
+    assert "[pared sparsify]" not in capsys.readouterr().err
 
 @pytest.mark.parametrize("dsnot", [False, True])
 def test_dense_target_reconstructs_the_dense_model_better(dsnot):
