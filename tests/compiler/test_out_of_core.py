@@ -1,7 +1,7 @@
 """Out-of-core compression (docs/out_of_core.md) on a small random Llama written as bf16 shards.
 
 - ``pared compress --max-memory`` (GPTQ int4, SparseGPT 2:4) in a subprocess stays under its
-  budget (the child's peak RSS from ``os.wait4``) and writes an artifact that loads;
+  budget (the child's peak RSS: its VmHWM) and writes an artifact that loads;
 - the artifact it writes holds the same weights as the in-memory path on the same folder (masks too);
 - a budget below the printed plan is refused with the numbers before calibration starts.
 """
@@ -43,16 +43,22 @@ def _cli(args):
     return p.returncode, out, err
 
 
+# the child's own high-water mark, read from /proc inside it when the CLI returns: wait4's ru_maxrss
+# would also count the parent's pages at fork time (Linux carries the pre-exec peak over exec), and the
+# parent is the whole pytest process
+_MEASURED = ("import sys; from pared.tools.cli import main; rc = main(sys.argv[1:]); "
+             "hwm = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]; "
+             "print('VmHWM_KB', hwm, file=sys.stderr); sys.exit(rc)")
+
+
 def _cli_rss(args):
-    """Run ``pared`` in a child; (returncode, stderr, that child's peak RSS in bytes from wait4)."""
+    """Run ``pared`` in a child; (returncode, stderr, that child's peak RSS in bytes)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(os.devnull, "w") as null:
-        p = subprocess.Popen([sys.executable, "-m", "pared.tools.cli", *args], stdout=null, stderr=subprocess.PIPE,
-                             env=env)
-        err = p.stderr.read().decode()
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, err, usage.ru_maxrss * 1024
+    p = subprocess.run([sys.executable, "-c", _MEASURED, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True, env=env, timeout=600)
+    kb = [line.split()[1] for line in p.stderr.splitlines() if line.startswith("VmHWM_KB ")]
+    assert kb, p.stderr[-3000:]
+    return p.returncode, p.stderr, int(kb[-1]) * 1024
 
 
 def _args(folder, recipe, out, budget):
