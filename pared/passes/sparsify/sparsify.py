@@ -285,7 +285,8 @@ class Sparsify(Pass):
             keep = select(np.abs(w), pat, sparsity, "layer")
             self._refine(w, h, w * keep, keep, pat, hinv)
         probe = time.perf_counter() - t0
-        total = probe * sum(r * c for r, c in (s.shape2d for s in sites)) / (rows0 * cols0)
+        # the solvers' products are (rows, in) x (in, in): the cost grows as rows * in^2
+        total = probe * sum(r * c * c for r, c in (s.shape2d for s in sites)) / (rows0 * cols0 * cols0)
         what = self.method + ("+dsnot" if self.dsnot else "") + ("+refit" if self.refit else "")
         return (
             f"[pared sparsify] estimated {_duration(total)} for {len(sites)} layers ({what} solver, without the "
