@@ -36,6 +36,7 @@ import numpy as np
 from ...ir import dtypes as DT
 from ..base import register_pass
 from ..calibration import Stats, dense_target
+from ..calibration.linalg import upper_cholesky_of_inverse
 from .calibrated import CalibratedWeightQuantizer, Solution, reconstruction_error
 from .grid import rtn_quantize, weight_grid
 from .observers import Observer
@@ -57,6 +58,7 @@ def _quant_col(w: np.ndarray, s: np.ndarray, z: Optional[np.ndarray], scheme: We
     return q, ((q - z) if z is not None else q) * s
 
 
+SUB_BLOCK = 16  # columns updated one by one before a matrix product carries their error on
 MSE_WEIGHTS = ("none", "hessian", "obs")
 REFITS = ("none", "scale", "scale_zero")
 
@@ -167,10 +169,10 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
     d = damp * float(np.mean(np.diag(h)))
     h[np.diag_indices(k)] += d
     try:
-        hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper Cholesky factor of H^-1
+        hinv = np.ascontiguousarray(upper_cholesky_of_inverse(h))  # U with U^T U = H^-1
     except np.linalg.LinAlgError:
         h[np.diag_indices(k)] += 10 * d
-        hinv = np.linalg.cholesky(np.linalg.inv(h)).T
+        hinv = np.ascontiguousarray(upper_cholesky_of_inverse(h))
     imp = None  # per input channel (original order) weight of the mse observer's error
     if observer == "mse" and mse_weight != "none":
         imp = np.empty(k)
@@ -182,54 +184,75 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
         scale = np.zeros((n, groups), np.float32)
         zero = np.zeros((n, groups), np.float32) if not scheme.symmetric and not scheme.fp8 else None
     group_of = (perm // gs) if gs is not None else np.zeros(k, np.int64)
-    sub = WeightScheme(scheme.bits, scheme.symmetric, None, scheme.fp8)
+    sub_scheme = WeightScheme(scheme.bits, scheme.symmetric, None, scheme.fp8)
 
-    def sweep(w, scale, zero, dynamic):
-        q_out = np.zeros((n, k), np.float64)
-        dq_out = np.zeros((n, k), np.float64)
+    maskT = np.ascontiguousarray(mask.T) if mask is not None else None
+    sub = SUB_BLOCK
+
+    def sweep(wT, scale, zero, dynamic):
+        # wT: the permuted weight transposed, [K, N] (an input column is a contiguous row); updates
+        # are lazy at two levels: column by column inside a sub-block of ``sub`` columns, one
+        # product per sub-block for the rest of the block, one per block for the columns after it
+        q_out = np.zeros((k, n), np.float64)
+        dq_out = np.zeros((k, n), np.float64)
         for i1 in range(0, k, block):
             i2 = min(i1 + block, k)
-            w1 = w[:, i1:i2].copy()
-            err1 = np.zeros_like(w1)
+            err1 = np.zeros((i2 - i1, n))
             hinv1 = hinv[i1:i2, i1:i2]
-            for i in range(i2 - i1):
-                col = perm[i1 + i]
-                g = group_of[i1 + i]
-                if dynamic and col % gs == 0:
-                    # dynamic groups (no act order): parameters from the weights as updated so far
-                    # (columns of this block see the block-start values, as in the reference code)
-                    stop = min(col + gs, k)
-                    cur = np.concatenate([w1[:, i:], w[:, i2:]], axis=1)[:, : stop - col]
-                    s_g, z_g = weight_grid(cur, sub, observer, importance=None if imp is None else imp[col:stop])
-                    scale[:, g] = s_g[:, 0]
-                    if zero is not None:
-                        zero[:, g] = z_g[:, 0]
-                z = zero[:, g].astype(np.float64) if zero is not None else None
-                q, dq = _quant_col(w1[:, i], scale[:, g], z, scheme)
-                if mask is not None:
-                    m = mask[:, i1 + i]
-                    q = np.where(m, q, (z if z is not None else 0.0))
-                    dq = np.where(m, dq, 0.0)
-                q_out[:, col] = q
-                dq_out[:, col] = dq
-                e = (w1[:, i] - dq) / hinv1[i, i]
-                w1[:, i:] -= np.outer(e, hinv1[i, i:])
-                if mask is not None:
-                    w1[:, i:] *= mask[:, i1 + i : i2]
-                err1[:, i] = e
-            w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-            if mask is not None:
-                w[:, i2:] *= mask[:, i2:]
-        return q_out, dq_out
+            for j1 in range(0, i2 - i1, sub):
+                j2 = min(j1 + sub, i2 - i1)
+                for i in range(j1, j2):
+                    col = perm[i1 + i]
+                    g = group_of[i1 + i]
+                    if dynamic and col % gs == 0:
+                        # dynamic groups (no act order, so col = i1 + i): parameters from the weights
+                        # as updated so far; columns of this block see every earlier column of the
+                        # block, columns after it the block-start values (as in the reference code)
+                        stop = min(col + gs, k)
+                        cur = wT[col:stop].copy()
+                        if i > j1:  # this sub-block's earlier columns have not reached the rest of it
+                            upto = min(stop, i2) - col
+                            cur[j2 - i:upto] -= hinv1[j1:i, j2:i + upto].T @ err1[j1:i]
+                            if maskT is not None:
+                                cur[:upto] *= maskT[col:col + upto]
+                        s_g, z_g = weight_grid(cur.T, sub_scheme, observer,
+                                               importance=None if imp is None else imp[col:stop])
+                        scale[:, g] = s_g[:, 0]
+                        if zero is not None:
+                            zero[:, g] = z_g[:, 0]
+                    z = zero[:, g].astype(np.float64) if zero is not None else None
+                    q, dq = _quant_col(wT[i1 + i], scale[:, g], z, scheme)
+                    if maskT is not None:
+                        keep = maskT[i1 + i]
+                        q = np.where(keep, q, (z if z is not None else 0.0))
+                        dq = np.where(keep, dq, 0.0)
+                    q_out[col] = q
+                    dq_out[col] = dq
+                    e = (wT[i1 + i] - dq) / hinv1[i, i]
+                    if i + 1 < j2:
+                        wT[i1 + i + 1:i1 + j2] -= np.outer(hinv1[i, i + 1:j2], e)
+                        if maskT is not None:
+                            wT[i1 + i + 1:i1 + j2] *= maskT[i1 + i + 1:i1 + j2]
+                    err1[i] = e
+                if j2 < i2 - i1:
+                    wT[i1 + j2:i2] -= hinv1[j1:j2, j2:].T @ err1[j1:j2]
+                    if maskT is not None:
+                        wT[i1 + j2:i2] *= maskT[i1 + j2:i2]
+            if i2 < k:
+                wT[i2:] -= hinv[i1:i2, i2:].T @ err1
+                if maskT is not None:
+                    wT[i2:] *= maskT[i2:]
+        return np.ascontiguousarray(q_out.T), np.ascontiguousarray(dq_out.T)
 
-    q_out, dq_out = sweep(w.copy(), scale, zero, not static)
+    wT = np.ascontiguousarray(w.T)
+    q_out, dq_out = sweep(wT.copy(), scale, zero, not static)
     scale = scale.astype(np.float32)
     zero = zero.astype(np.float32) if zero is not None else None
     if refit != "none" and not scheme.fp8:
         fit_zero = refit == "scale_zero" and mask is None
         for r in range(refit_rounds):
             if r:  # re-run the sweep with the fitted parameters held fixed
-                q_out, _ = sweep(w.copy(), scale, zero, False)
+                q_out, _ = sweep(wT.copy(), scale, zero, False)
             scale, zero = refit_params(w_orig, h_orig, q_out, scale, zero, scheme, fit_zero=fit_zero)
         dq_out = dequantize_with(q_out, scale, zero, scheme).astype(np.float64)
     q_out = q_out.astype(np.float32) if scheme.fp8 else q_out.astype(scheme.dtype.storage)

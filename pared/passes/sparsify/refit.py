@@ -26,6 +26,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..calibration.linalg import inverse_from_cholesky
+
 
 def damped_hessian(h: np.ndarray, damp: float) -> np.ndarray:
     """H + damp * mean(diag H) * I in float64 (the matrix the refit solves with)."""
@@ -38,10 +40,9 @@ def refit_preconditioner(h: np.ndarray, damp: float = 0.01) -> np.ndarray:
     """(H + damp * mean(diag H) * I)^-1, to share between refits of layers with the same Hessian."""
     H = damped_hessian(h, damp)
     try:
-        inv_low = np.linalg.inv(np.linalg.cholesky(H))
+        return inverse_from_cholesky(H)
     except np.linalg.LinAlgError:  # singular (damp=0 with dead channels): the diagonal (Jacobi) one
         return np.diag(1.0 / np.maximum(np.diag(H), 1e-30))
-    return inv_low.T @ inv_low
 
 
 def refit_kept(w_target: np.ndarray, w_init: np.ndarray, keep: np.ndarray, h: np.ndarray, *, damp: float = 0.01,

@@ -12,24 +12,32 @@ from typing import Optional
 
 import numpy as np
 
+from ..calibration.linalg import upper_cholesky_of_inverse
+
+SUB_BLOCK = 16  # columns updated one by one before a matrix product carries their error on
+
 
 def inverse_hessian_factor(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:
-    """(upper Cholesky factor U of (H + damp I)^-1 with Hinv = U^T U, dead-channel mask)."""
-    h = np.array(h, dtype=np.float64)
+    """(upper Cholesky factor U of (H + damp I)^-1 with Hinv = U^T U, dead-channel mask).
+
+    Dead channels (zero diagonal) get a unit diagonal; when H + damp I is not positive definite
+    the dampening is added again (up to 5 times). Works in one copy of ``h``.
+    """
+    h = np.asarray(h)
     dead = np.diag(h) == 0
-    h[dead, dead] = 1.0
-    h[np.diag_indices_from(h)] += damp * float(np.mean(np.diag(h)))
+    base = np.diag(h).astype(np.float64)
+    base[dead] = 1.0
+    add = 0.0
     for _ in range(5):
+        add += damp * float(np.mean(base + add))
+        work = np.array(h, dtype=np.float64, order="C")
+        work[dead, dead] = 1.0
+        work[np.diag_indices_from(work)] += add
         try:
-            low = np.linalg.cholesky(h)
-            break
+            return upper_cholesky_of_inverse(work, overwrite=True), dead
         except np.linalg.LinAlgError:  # not positive definite: dampen more
-            h[np.diag_indices_from(h)] += damp * float(np.mean(np.diag(h)))
-    else:
-        raise np.linalg.LinAlgError("SparseGPT: the Hessian stays singular after dampening; raise damp")
-    inv_low = np.linalg.inv(low)
-    hinv = inv_low.T @ inv_low
-    return np.linalg.cholesky(hinv).T, dead
+            del work
+    raise np.linalg.LinAlgError("SparseGPT: the Hessian stays singular after dampening; raise damp")
 
 
 def sparsegpt(w: np.ndarray, h: np.ndarray, sparsity: float = 0.5, n: Optional[int] = None, m: Optional[int] = None,
@@ -41,44 +49,53 @@ def sparsegpt(w: np.ndarray, h: np.ndarray, sparsity: float = 0.5, n: Optional[i
     N:M: ``n`` kept in every ``m`` consecutive input columns (``sparsity`` is then ignored).
     ``factor``: :func:`inverse_hessian_factor` of ``(h, damp)`` when already computed (layers that
     share an input, such as q/k/v, share it).
+
+    The sweep works on ``w`` transposed (an input column is a contiguous row) and updates lazily at
+    two levels: inside a sub-block of ~16 columns column by column, the rest of the block by one
+    product per sub-block, the columns after the block by one product per block.
     """
     rows, cols = w.shape
     hinv, dead = inverse_hessian_factor(h, damp) if factor is None else factor
-    hinv = hinv.astype(np.float32)
-    W = np.array(w, dtype=np.float32)
-    W[:, dead] = 0
-    pruned = np.zeros(W.shape, bool)
+    hinv = np.asarray(hinv, dtype=np.float32, order="C")
+    WT = np.array(np.asarray(w, dtype=np.float32).T, order="C")  # (cols, rows)
+    WT[dead] = 0
+    pruned = np.zeros(WT.shape, bool)
     if m:
         blocksize = max(m, blocksize // m * m)
-    r = np.arange(rows)[:, None]
+    sub = m * max(1, SUB_BLOCK // m) if m else SUB_BLOCK
+    every_row = np.arange(rows)[None, :]
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        W1 = W[:, i1:i2].copy()
         H1 = hinv[i1:i2, i1:i2]
         d1 = np.diag(H1)
-        Err1 = np.zeros_like(W1)
+        Err1 = np.zeros((i2 - i1, rows), np.float32)
         if not m:
-            score = W1 ** 2 / d1[None, :] ** 2
+            score = WT[i1:i2] ** 2 / d1[:, None] ** 2
             k = int(round(score.size * sparsity))
             p1 = np.zeros(score.size, bool)
             if k:
                 p1[np.argpartition(score.reshape(-1), k - 1)[:k]] = True
             p1 = p1.reshape(score.shape)
         else:
-            p1 = np.zeros(W1.shape, bool)
-        for i in range(i2 - i1):
-            if m and i % m == 0:
-                score = W1[:, i:i + m] ** 2 / d1[None, i:i + m] ** 2
-                idx = np.argpartition(score, m - n - 1, axis=1)[:, : m - n]
-                p1[r, i + idx] = True
-            q = np.where(p1[:, i], 0.0, W1[:, i])
-            err = (W1[:, i] - q) / H1[i, i]
-            W1[:, i:] -= np.outer(err, H1[i, i:])
-            W1[:, i] = q
-            Err1[:, i] = err
-        W[:, i1:i2] = W1
-        pruned[:, i1:i2] = p1
-        W[:, i2:] -= Err1 @ hinv[i1:i2, i2:]
-    W[pruned] = 0
-    return W, ~pruned
-
+            p1 = np.zeros((i2 - i1, rows), bool)
+        for j1 in range(0, i2 - i1, sub):
+            j2 = min(j1 + sub, i2 - i1)
+            for i in range(j1, j2):
+                if m and i % m == 0:
+                    score = WT[i1 + i:i1 + i + m] ** 2 / d1[i:i + m, None] ** 2
+                    idx = np.argpartition(score, m - n - 1, axis=0)[: m - n]
+                    p1[i + idx, every_row] = True
+                col = WT[i1 + i]
+                q = np.where(p1[i], np.float32(0.0), col)
+                err = (col - q) / H1[i, i]
+                if i + 1 < j2:
+                    WT[i1 + i + 1:i1 + j2] -= np.outer(H1[i, i + 1:j2], err)
+                WT[i1 + i] = q
+                Err1[i] = err
+            if j2 < i2 - i1:
+                WT[i1 + j2:i2] -= H1[j1:j2, j2:].T @ Err1[j1:j2]
+        pruned[i1:i2] = p1
+        if i2 < cols:
+            WT[i2:] -= hinv[i1:i2, i2:].T @ Err1
+    WT[pruned] = 0
+    return np.ascontiguousarray(WT.T), ~pruned.T
