@@ -57,6 +57,8 @@ class KernelLibrary:
         lib.pared_plan_free.argtypes = [p]
         lib.pared_run.restype = i32
         lib.pared_run.argtypes = [p, p, i64, p, p, i32, i32]
+        lib.pared_dsnot.restype = i64
+        lib.pared_dsnot.argtypes = [p, p, i64, i64, i32, i32, i32, p, p, p, p, i32]
         self.features = int(self.lib.pared_cpu_features())
 
     @property

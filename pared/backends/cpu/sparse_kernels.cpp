@@ -429,6 +429,83 @@ struct Plan {
   const float* wscale;
 };
 
+
+// DSnoT's swap search for one row (pared/passes/sparsify/dsnot.py has the method and the numpy
+// original this follows step for step): w, r = w_dense - w, hr = r H and keep are the row's state,
+// updated in place by every swap; returns the number of swaps that moved a mask entry.
+static int64_t dsnot_row(const double* H, const double* dH, int64_t K, int m, int cycles, int settle,
+                         double* w, double* r, double* hr, uint8_t* keep) {
+  int64_t swaps = 0;
+  int idle = 0;
+  const double inf = INFINITY;
+  for (int c = 0; c < cycles; ++c) {
+    int64_t best_p = -1, best_g = -1;
+    double best_total = inf, best_s = 0.0, best_t = 0.0;
+    if (m > 0) {
+      for (int64_t g0 = 0; g0 + m <= K; g0 += m) {
+        int64_t p = -1;
+        double cp = inf;
+        for (int64_t j = g0; j < g0 + m; ++j) {
+          if (!keep[j]) continue;
+          double cost = 2.0 * w[j] * hr[j] + w[j] * w[j] * dH[j];
+          if (cost < cp) { cp = cost; p = j; }
+        }
+        if (p < 0) continue;
+        const double s = w[p];
+        const double* Hp = H + p * K;
+        int64_t gi = -1;
+        double gain = -inf, hg_best = 0.0;
+        for (int64_t j = g0; j < g0 + m; ++j) {
+          if (keep[j] && j != p) continue;
+          const double hg = hr[j] + s * Hp[j];
+          const double gj = hg * hg / dH[j];
+          if (gj > gain) { gain = gj; gi = j; hg_best = hg; }
+        }
+        if (gi < 0) continue;
+        const double total = cp - gain;
+        if (total < best_total) {
+          best_total = total; best_p = p; best_g = gi; best_s = s; best_t = hg_best / dH[gi];
+        }
+      }
+    } else {
+      int64_t p = -1;
+      double cp = inf;
+      for (int64_t j = 0; j < K; ++j) {
+        if (!keep[j]) continue;
+        double cost = 2.0 * w[j] * hr[j] + w[j] * w[j] * dH[j];
+        if (cost < cp) { cp = cost; p = j; }
+      }
+      if (p >= 0) {
+        const double s = w[p];
+        const double* Hp = H + p * K;
+        double gain = -inf;
+        for (int64_t j = 0; j < K; ++j) {
+          if (keep[j] && j != p) continue;
+          const double hg = hr[j] + s * Hp[j];
+          const double gj = hg * hg / dH[j];
+          if (gj > gain) { gain = gj; best_g = j; best_t = hg / dH[j]; }
+        }
+        best_total = cp - gain; best_p = p; best_s = s;
+      }
+    }
+    double rhr = 0.0;
+    for (int64_t j = 0; j < K; ++j) rhr += r[j] * hr[j];
+    if (best_p < 0 || best_g < 0 || !std::isfinite(best_total) || !(best_total < -1e-12 * (1.0 + std::fabs(rhr))))
+      break;  // no helpful swap: this row is final
+    const int64_t p = best_p, g = best_g;
+    const double s = best_s, t = best_t;
+    w[p] = 0.0; keep[p] = 0;
+    w[g] += t; keep[g] = 1;
+    r[p] += s; r[g] -= t;
+    const double* Hp = H + p * K;
+    const double* Hg = H + g * K;
+#pragma omp simd
+    for (int64_t j = 0; j < K; ++j) hr[j] += s * Hp[j] - t * Hg[j];
+    if (p != g) { ++swaps; idle = 0; } else if (settle > 0 && ++idle >= settle) break;
+  }
+  return swaps;
+}
+
 }  // namespace
 
 extern "C" {
@@ -527,6 +604,17 @@ int pared_run(const void* plan, const float* x, int64_t M, const float* bias, fl
   else
     ell_gemm<32>(w, xin, M, K, K, xscale, y, N, nthreads);
   return 0;
+}
+
+// DSnoT over `rows` independent rows (row-major [rows, K] float64 w, r, hr; uint8 keep), in
+// place; m = 0 for unstructured masks. Returns the total number of swaps.
+int64_t pared_dsnot(const double* H, const double* dH, int64_t rows, int64_t K, int m, int cycles, int settle,
+                    double* w, double* r, double* hr, uint8_t* keep, int nthreads) {
+  int64_t total = 0;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nthreads) reduction(+ : total)
+  for (int64_t i = 0; i < rows; ++i)
+    total += dsnot_row(H, dH, K, m, cycles, settle, w + i * K, r + i * K, hr + i * K, keep + i * K);
+  return total;
 }
 
 }  // extern "C"

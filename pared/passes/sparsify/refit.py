@@ -52,19 +52,23 @@ def refit_kept(w_target: np.ndarray, w_init: np.ndarray, keep: np.ndarray, h: np
     ``w_target``, ``w_init``: (out, in); ``keep``: bool (out, in); ``h``: (in, in) = X^T X;
     ``iters``: at most this many CG iterations; ``hinv``: :func:`refit_preconditioner` of ``h``
     (computed when not given). Returns float32 weights, zero outside ``keep``.
+
+    The products with H and H^-1 run in float32 (half the time of float64 on the CPU's BLAS); the
+    solution and every per-row scalar of the iteration stay in float64.
     """
-    H = damped_hessian(h, damp)
-    Hinv = refit_preconditioner(h, damp) if hinv is None else np.asarray(hinv, np.float64)
+    H = damped_hessian(h, damp).astype(np.float32)
+    Hinv = np.asarray(refit_preconditioner(h, damp) if hinv is None else hinv, dtype=np.float32)
     M = np.asarray(keep, bool)
     out = np.where(M, np.asarray(w_init, np.float64), 0.0)
-    g = (np.asarray(w_target, np.float64) - out) @ H
-    err = np.einsum("ij,ij->i", np.asarray(w_target, np.float64) - out, g)  # each row's damped error^2
+    d = (np.asarray(w_target, np.float64) - out).astype(np.float32)
+    g = d @ H
+    err = np.einsum("ij,ij->i", d, g, dtype=np.float64)  # each row's damped error^2
     live = np.arange(M.shape[0])  # rows still iterating; x, r, p, mf hold only them
-    x, mf = out, M.astype(np.float64)
+    x, mf = out, M.astype(np.float32)
     r = g * mf  # minus the gradient of the row's error, on its kept weights
     z = (r @ Hinv) * mf
     p = z.copy()
-    rz = np.einsum("ij,ij->i", r, z)
+    rz = np.einsum("ij,ij->i", r, z, dtype=np.float64)
     for it in range(iters + 1):
         go = rz > tol * np.maximum(err, 1e-300)
         if not go.all():  # converged rows are final: write them back and drop them
@@ -73,15 +77,15 @@ def refit_kept(w_target: np.ndarray, w_init: np.ndarray, keep: np.ndarray, h: np
         if not live.size or it == iters:
             break
         q = (p @ H) * mf
-        pq = np.einsum("ij,ij->i", p, q)
+        pq = np.einsum("ij,ij->i", p, q, dtype=np.float64)
         alpha = np.where(pq > 0, rz / np.where(pq > 0, pq, 1.0), 0.0)
         x += alpha[:, None] * p
-        r -= alpha[:, None] * q
+        r -= (alpha[:, None] * q).astype(np.float32)
         err -= alpha * rz  # a CG step lowers the quadratic by alpha r^T z
         z = (r @ Hinv) * mf
-        rz_new = np.einsum("ij,ij->i", r, z)
+        rz_new = np.einsum("ij,ij->i", r, z, dtype=np.float64)
         beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
-        p = z + beta[:, None] * p
+        p = z + (beta[:, None] * p).astype(np.float32)
         rz = rz_new
     out[live] = x
     return np.where(M, out, 0.0).astype(np.float32)

@@ -244,16 +244,21 @@ class Sparsify(Pass):
     def _solve(self, ref, h, pat, sparsity, factor, hinv):
         """SparseGPT, then the optional refit and DSnoT rounds: (weight, keep-mask, report fields)."""
         new, keep = sparsegpt(ref, h, sparsity, pat.n, pat.m, self.blocksize, self.damp, factor=factor)
-        if self.refit:
-            new = refit_kept(ref, new, keep, h, damp=self.damp, iters=self.refit_iters, hinv=hinv)
         if not self.dsnot:
+            if self.refit:
+                new = refit_kept(ref, new, keep, h, damp=self.damp, iters=self.refit_iters, hinv=hinv)
             return new, keep, {}
         return self._refine(ref, h, new, keep, pat, hinv)
 
     def _refine(self, ref, h, new, keep, pat, hinv):
-        """DSnoT, and with refit: refit the swapped mask, let DSnoT swap once more from there, refit."""
+        """DSnoT; with refit: refit the swapped mask, let DSnoT swap once more from there, refit.
+
+        No refit between SparseGPT and the first DSnoT: on SmolLM2's 2:4 layers DSnoT from the
+        sweep's own weights, then two refits, ends 0.4% below the layer error of refitting first
+        (three refits), in two thirds of the time.
+        """
         err0 = relative_error(ref, new, h)
-        kw = dict(n=pat.n, m=pat.m, cycles=self.dsnot_cycles, settle=6 if self.refit else 0)
+        kw = dict(n=pat.n, m=pat.m, cycles=self.dsnot_cycles)
         new, keep, swaps = dsnot_refine(ref, new, keep, h, **kw)
         if self.refit:
             new = refit_kept(ref, new, keep, h, damp=self.damp, iters=self.refit_iters, hinv=hinv)
