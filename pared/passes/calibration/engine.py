@@ -146,11 +146,13 @@ def run_calibration(graph: Graph, batches: Sequence[tuple], request: Calibration
         if name not in pinned_w:
             release_after.setdefault(i, []).append(name)
     peak, peak_w = _streamed_plan(graph, batches, request, needed, last_use, order, shadow)
+    rss_now = current_rss()
     plan += (f"\n  streamed (weights read at their layer, released after it): peak {_mib(peak)} "
-             f"(weights live at the peak {_mib(peak_w)})")
+             f"(weights live at the peak {_mib(peak_w)}); with this process's {_mib(rss_now)} now, "
+             f"an expected peak RSS of {_mib(rss_now + peak)}")
     log(f"[pared calibration: {request.name}] backend={ex.name}\n{plan}")
     if max_memory is not None:
-        refusal = budget_error(request.name, peak, current_rss(), int(max_memory), plan.replace("\n  ", "; ").strip())
+        refusal = budget_error(request.name, peak, rss_now, int(max_memory), plan.replace("\n  ", "; ").strip())
         if refusal:
             raise CalibrationError(refusal)
     stage = Staging(staging) if staging is not None else None
