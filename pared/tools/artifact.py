@@ -121,7 +121,11 @@ def decode_weight(
 # --- hashing -------------------------------------------------------------------------------------
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: Any) -> str:
+    """sha256 of bytes, or of an array's bytes in C order (hashed in place: no copy of the array)."""
+    if isinstance(data, np.ndarray):
+        a = np.ascontiguousarray(data)
+        data = a.reshape(-1).view(np.uint8).data if a.size else b""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -389,7 +393,7 @@ def save_artifact(
                 tensors_meta[p.name] = {
                     "dtype": value.dtype.name, "shape": list(value.shape), "codec": SHARED, "stored_bytes": 0,
                     "dense_bytes": _dense_size(p, value, dense_bytes),
-                    "sha256": {"value": sha256_bytes(np.ascontiguousarray(value).tobytes())},
+                    "sha256": {"value": sha256_bytes(value)},
                 }
                 continue
             codec, parts = encode_weight(p.name, value, p.type)
@@ -401,7 +405,7 @@ def save_artifact(
                 "codec": codec,
                 "stored_bytes": int(sum(a.nbytes for a in parts.values())),
                 "dense_bytes": _dense_size(p, value, dense_bytes),
-                "sha256": {k: sha256_bytes(np.ascontiguousarray(a).tobytes()) for k, a in parts.items()},
+                "sha256": {k: sha256_bytes(a) for k, a in parts.items()},
             }
             del value, parts
         writer.close()
@@ -570,14 +574,14 @@ def load_artifact(path: PathLike, *, check: bool = True, shared_weights: Optiona
                 raise ArtifactError(f"{d}: param @{p.name} is stored in the enclosing artifact; load that one "
                                     f"(load_artifact(parent).decode)")
             value = np.asarray(shared_weights[p.name])
-            if check and sha256_bytes(np.ascontiguousarray(value).tobytes()) != meta["sha256"].get("value"):
+            if check and sha256_bytes(value) != meta["sha256"].get("value"):
                 raise ArtifactError(f"{d}: shared param @{p.name} does not match the enclosing artifact's weight")
             weights[p.name] = value
             continue
         for key, digest in meta["sha256"].items():
             if key not in stored:
                 raise ArtifactError(f"{wpath}: tensor {key!r} (of param @{p.name}) is missing")
-            if check and sha256_bytes(stored[key].tobytes()) != digest:
+            if check and sha256_bytes(np.asarray(stored[key])) != digest:
                 raise ArtifactError(f"{wpath}: corrupted: tensor {key!r} (param @{p.name}) does not match its sha256")
         value = decode_weight(p.name, meta["codec"], meta["shape"], meta["dtype"], stored)
         if list(value.shape) != list(meta["shape"]) or value.dtype.name != meta["dtype"]:

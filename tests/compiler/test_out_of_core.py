@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -133,3 +134,51 @@ def test_python_entry_refuses_a_budget_the_plan_exceeds(folder):
     lm = resolve_model(str(folder), seq_len=SEQ, out_of_core=True)
     with pytest.raises((CalibrationError, PassError), match=r"over the memory budget 0\.00 GiB"):
         compress_model(lm, SPARSE, "builtin", n_calib=2, log=lambda s: None, context=0, max_memory=1 << 20)
+
+
+# ~100M parameters (0.35 GB as f32): the issue's scale test, proportional to the 1.7B run of
+# benchmarks/scale.py (4 GB budget for 6.4 GB of f32 weights, RESULTS.md)
+CFG_100M = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12,
+                num_key_value_heads=4)
+
+
+@pytest.fixture(scope="module")
+def folder_100m(tmp_path_factory):
+    from pared.tools.synthetic_llama import llama_config, parameter_count, write_llama
+
+    cfg = llama_config(**CFG_100M)
+    folder = write_llama(tmp_path_factory.mktemp("llama100m") / "model", cfg, shard_bytes=64 << 20)
+    return folder, parameter_count(cfg)
+
+
+@pytest.mark.parametrize("recipe", [GPTQ, SPARSE], ids=["gptq-int4", "sparsegpt-2:4"])
+def test_100m_model_under_a_proportional_budget(folder_100m, tmp_path, recipe):
+    """GPTQ int4 and SparseGPT 2:4 of a ~100M-parameter model out of core, under the budget the
+    1.7B run of benchmarks/scale.py gets scaled down: there 4 GB for 6.4 GB of f32 weights, here
+    the process's own footprint when the plan is printed (torch, transformers, the tokenizer, the
+    calibration text: ~0.55 GB) plus less than the 0.35 GB of f32 weights: the pinned tied
+    embedding alone is 43% of them here, against 6% at 1.7B, so the 1.7B run's 0.6 cannot scale
+    down (measured: 0.7x for SparseGPT, 0.85-0.92x for GPTQ). The measured peak must also stay
+    within 25% of the peak RSS the plan printed before the work."""
+    from pared.tools.artifact import load_artifact
+
+    folder, n_params = folder_100m
+    assert 0.08e9 < n_params < 0.12e9
+    f32 = 4 * n_params
+    rc, err, rss = _cli_rss(_args(folder, recipe, tmp_path / "a", "2G"))
+    assert rc == 0, err[-3000:]
+    m = re.search(r"with this process's ([0-9.]+) MiB now, an expected peak RSS of ([0-9.]+) MiB", err)
+    assert m, err[-3000:]
+    base, expected = float(m.group(1)) * 2**20, float(m.group(2)) * 2**20
+    msg = (f"peak RSS {rss / 2**20:.0f} MiB: {(rss - base) / 2**20:.0f} MiB over the {base / 2**20:.0f} MiB "
+           f"baseline (f32 weights {f32 / 2**20:.0f} MiB); the plan expected {expected / 2**20:.0f} MiB")
+    assert rss - base < f32, msg
+    assert rss < 1.25 * expected, msg
+    g = load_artifact(tmp_path / "a").graph
+    names = [p.name for p in g.params if "layers.7.mlp.down_proj" in p.name]
+    if recipe == SPARSE:
+        w = np.asarray(g.weights["model.layers.7.mlp.down_proj.weight"])
+        assert (np.count_nonzero(w.reshape(w.shape[0], -1, 4), axis=-1) <= 2).all()  # 2:4 held
+    else:
+        codes = [n for n in names if n.endswith(".q")]
+        assert codes and np.asarray(g.weights[codes[0]]).dtype.kind in "iu", names  # integer codes stored

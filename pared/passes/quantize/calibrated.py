@@ -32,12 +32,14 @@ layer's report fields. Options the base reads are described in :mod:`.quantizer`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from ...ir import Graph, TensorType
+from ..calibration.streaming import Staging
 from ..calibration import CalibrationRequest, Stats, WeightSite, calibrate, find_weight_sites, hessian_norm2
 from ..context import PassContext
 from .linears import LinearSite, QuantizedWeight, apply_quantized, find_linears
@@ -93,6 +95,10 @@ class CalibratedWeightQuantizer(WeightQuantizer):
         index = {s.index for s in sites}
         wsites = [ws for ws in find_weight_sites(graph) if ws.index in index]
         solved: dict[str, Solution] = {}
+        # out of core: the codes wait on disk for the rewrite (1 byte per weight of every layer would
+        # otherwise accumulate over the whole calibration); the dequantized copy is never kept
+        staging = getattr(ctx, "staging_dir", None)
+        stage = Staging(os.path.join(staging, f"{self.name}-codes")) if staging else None
 
         def rewrite(ws: WeightSite, w: np.ndarray, stats: Stats) -> Optional[np.ndarray]:
             w2 = ws.weight_matrix(w).astype(np.float32)  # (out, in)
@@ -102,8 +108,8 @@ class CalibratedWeightQuantizer(WeightQuantizer):
                 return None
             sol = self.solve(w2, stats)
             sol = sol if isinstance(sol, Solution) else Solution(*sol)
-            solved[ws.param] = sol
             dq = sol.dequantized if sol.dequantized is not None else dequantize_with(sol.q, sol.scale, sol.zero, scheme)
+            solved[ws.param] = replace(sol, dequantized=None, q=stage.stage(ws.param, sol.q) if stage else sol.q)
             return ws.from_matrix(dq)
 
         need = tuple(self.statistics())
@@ -114,7 +120,7 @@ class CalibratedWeightQuantizer(WeightQuantizer):
             sol = solved.get(site.name)
             if sol is None:
                 return None
-            return QuantizedWeight(sol.q, sol.scale, sol.zero, self.q_type(scheme, *sol.q.shape), scheme.group_size,
+            return QuantizedWeight(np.asarray(sol.q), sol.scale, sol.zero, self.q_type(scheme, *sol.q.shape), scheme.group_size,
                                    act=act, act_dtype=self.act_dtype if act == "none" else None, fields=sol.info)
 
         # the engine left the dequantized float weights in result.graph; its linears sit at the same

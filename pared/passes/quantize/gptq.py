@@ -144,7 +144,8 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
     if refit not in REFITS:
         raise QuantizationError(f"gptq: unknown refit {refit!r}; valid: {', '.join(REFITS)}")
     w = np.asarray(w, dtype=np.float64).copy()
-    h = np.asarray(h, dtype=np.float64).copy()
+    h_in = h
+    h = np.array(h, dtype=np.float64, order="C")
     n, k = w.shape
     if h.shape != (k, k):
         raise QuantizationError(f"gptq: Hessian has shape {h.shape}, expected ({k}, {k})")
@@ -156,27 +157,35 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    w_orig, h_orig = w.copy(), h.copy()
+    w_orig = w.copy()
+    h_orig = h.copy() if refit != "none" and not scheme.fp8 else None  # the refit's objective
     gs = scheme.group_size
     groups = scheme.groups(k)
 
     perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(k)
     static = act_order or gs is None
-    w = w[:, perm]
-    h = h[np.ix_(perm, perm)]
-    if mask is not None:
-        mask = mask[:, perm]
+    if act_order:
+        w = w[:, perm]
+        h = h[np.ix_(perm, perm)]
+        if mask is not None:
+            mask = mask[:, perm]
     d = damp * float(np.mean(np.diag(h)))
     h[np.diag_indices(k)] += d
-    try:
-        hinv = np.ascontiguousarray(upper_cholesky_of_inverse(h))  # U with U^T U = H^-1
-    except np.linalg.LinAlgError:
-        h[np.diag_indices(k)] += 10 * d
-        hinv = np.ascontiguousarray(upper_cholesky_of_inverse(h))
+    h_diag = np.diag(h).copy()
+    try:  # in h's own memory (a copy of the caller's): U with U^T U = H^-1, column-major
+        hinv = upper_cholesky_of_inverse(h, overwrite=True)
+    except np.linalg.LinAlgError:  # h was overwritten: rebuild it with more dampening
+        h = np.array(h_in, dtype=np.float64)
+        h[dead, dead] = 1.0
+        h = h[np.ix_(perm, perm)] if act_order else h
+        h[np.diag_indices(k)] += 11 * d
+        h_diag = np.diag(h).copy()
+        hinv = upper_cholesky_of_inverse(h, overwrite=True)
+    del h
     imp = None  # per input channel (original order) weight of the mse observer's error
     if observer == "mse" and mse_weight != "none":
         imp = np.empty(k)
-        imp[perm] = np.diag(h) if mse_weight == "hessian" else 1.0 / np.diag(hinv) ** 2
+        imp[perm] = h_diag if mse_weight == "hessian" else 1.0 / np.diag(hinv) ** 2
         imp[dead] = 0.0
     if static:
         scale, zero = weight_grid(w_orig, scheme, observer, importance=imp)
@@ -193,8 +202,8 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
         # wT: the permuted weight transposed, [K, N] (an input column is a contiguous row); updates
         # are lazy at two levels: column by column inside a sub-block of ``sub`` columns, one
         # product per sub-block for the rest of the block, one per block for the columns after it
-        q_out = np.zeros((k, n), np.float64)
-        dq_out = np.zeros((k, n), np.float64)
+        q_out = np.zeros((k, n), np.float32)  # integer codes and f8 values are exact in float32
+        dq_out = np.zeros((k, n), np.float32)  # what is returned, rounded once as before
         for i1 in range(0, k, block):
             i2 = min(i1 + block, k)
             err1 = np.zeros((i2 - i1, n))
@@ -245,7 +254,9 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
         return np.ascontiguousarray(q_out.T), np.ascontiguousarray(dq_out.T)
 
     wT = np.ascontiguousarray(w.T)
-    q_out, dq_out = sweep(wT.copy(), scale, zero, not static)
+    del w
+    again = refit != "none" and not scheme.fp8 and refit_rounds > 1  # a later sweep needs wT as it is now
+    q_out, dq_out = sweep(wT.copy() if again else wT, scale, zero, not static)
     scale = scale.astype(np.float32)
     zero = zero.astype(np.float32) if zero is not None else None
     if refit != "none" and not scheme.fp8:

@@ -11,6 +11,7 @@ weight to (q, scale, zero)) plus this graph rewrite, the shape of thunder's quan
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -20,6 +21,7 @@ from ...ir import Eqn, Graph, Param, Sparse, SparseQuant, TensorType, Var, make_
 from ...ir import dtypes as DT
 from ...ir.ops.qops import dequantize_weight, split_inputs
 from ...ir.packing import packed_nbytes, storage_bits
+from ..calibration.streaming import Staging
 from ..cleanup.dce import referenced_params
 from ..context import PassContext
 from ..layer_patterns import check_targets, compile_patterns, selected
@@ -258,6 +260,8 @@ def apply_quantized(
     if tied_embedding not in ("float", "quantized"):
         raise QuantizationError(f"{pass_name}: tied_embedding={tied_embedding!r}: use float or quantized")
     eqns = list(graph.eqns)
+    staging_dir = getattr(ctx, "staging_dir", None)
+    staging = Staging(os.path.join(staging_dir, f"{pass_name}-rewritten")) if staging_dir else None
     new_params: dict = {}
     new_values: dict = {}
     touched = []
@@ -277,6 +281,8 @@ def apply_quantized(
             else:
                 ctx.report.add(pass_name, site.name, note="sparse encoding dropped: the [K, N] weight was transposed")
         e, ptypes, pvals = qlinear_eqn(site, qw, prefix)
+        if staging is not None:  # out of core: the new values wait on disk for the artifact writer
+            pvals = {k: staging.stage(k, v) for k, v in pvals.items()}
         eqns[site.index] = e
         if site.layout == "nk":
             lookups[site.name] = ([Param(n, t) for n, t in ptypes.items() if not n.endswith(".act_scale")],
