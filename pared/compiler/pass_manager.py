@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Union
 from ..ir import Graph
 from ..passes.base import Pass
 from ..passes.context import PassContext
+from . import native  # noqa: F401  (compiled helpers for the passes)
 from .context import with_defaults
 from .instruments import DumpIR, Instrument, NumericsCheck, PassError, Timing, VerifyInstrument
 from .pipeline import PipelineSpec, format_pipeline, parse_pipeline

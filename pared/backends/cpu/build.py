@@ -159,3 +159,22 @@ def unavailable_reason() -> str:
 
 
 __all__ = ["KernelLibrary", "build", "cache_dir", "library", "unavailable_reason"]
+
+
+def dsnot_runner():
+    """DSnoT's compiled row loop as ``run(H, dH, W, R, hr, keep, m, cycles, settle) -> swaps``
+    (arrays C-contiguous: float64, keep bool; updated in place), or None without the library."""
+    lib = library()
+    if lib is None:
+        return None
+    import numpy as np
+    import torch
+
+    def run(H, dH, W, R, hr, keep, m, cycles, settle):
+        rows, k = W.shape
+        kb = keep.view(np.uint8)
+        return int(lib.lib.pared_dsnot(H.ctypes.data, dH.ctypes.data, rows, k, int(m), int(cycles), int(settle),
+                                       W.ctypes.data, R.ctypes.data, hr.ctypes.data, kb.ctypes.data,
+                                       max(1, torch.get_num_threads())))
+
+    return run

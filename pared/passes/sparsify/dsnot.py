@@ -29,7 +29,7 @@ reference the compiled one is tested against.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -88,33 +88,20 @@ def dsnot(w_dense: np.ndarray, w_sparse: np.ndarray, keep: np.ndarray, h: np.nda
     return W_out.astype(np.asarray(w_sparse).dtype), K_out, swaps
 
 
+# The compiled row loop (``pared_dsnot`` in the CPU kernel library), installed by the compiler
+# layer (:mod:`pared.compiler.native`; passes do not import backends): a callable that returns the
+# runner, or None where the library cannot be built.
+native_loop: Optional[Callable[[], Optional[Callable]]] = None
+
+
 def _native():
-    """The compiled row loop (``pared_dsnot`` in the CPU kernel library), or None without it.
+    """The compiled runner, or None (no compiler layer loaded, no library): the numpy loop runs.
 
-    Same steps as the numpy loop below, one row at a time with its state in registers and cache
-    (no per-cycle temporaries over the whole layer), rows spread over threads. ``PARED_CPU_KERNELS=0``
-    or a machine without a compiler uses the numpy loop (the library warns once when it cannot build).
+    Same steps as the numpy loop below, one row at a time with its state in cache (no per-cycle
+    temporaries over the whole layer), rows spread over threads. ``PARED_CPU_KERNELS=0`` or a
+    machine without a C++ compiler uses the numpy loop (the library warns once when it cannot build).
     """
-    from ...backends.cpu import build
-
-    lib = build.library()
-    if lib is None:
-        return None
-
-    def run(H, dH, W, R, hr, keep, m, cycles, settle):
-        rows, k = W.shape
-        kb = keep.view(np.uint8)
-        ptr = lambda a: a.ctypes.data  # noqa: E731
-        return int(lib.lib.pared_dsnot(ptr(H), ptr(dH), rows, k, int(m), int(cycles), int(settle), ptr(W), ptr(R),
-                                       ptr(hr), ptr(kb), int(_threads())))
-
-    return run
-
-
-def _threads() -> int:
-    import torch
-
-    return max(1, torch.get_num_threads())
+    return native_loop() if native_loop is not None else None
 
 
 def _best_swaps(Wc, keep, hr, H, dH, m):

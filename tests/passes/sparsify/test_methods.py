@@ -190,9 +190,11 @@ def test_bad_patterns(bad):
 @pytest.mark.parametrize("pattern,settle", [("2:4", 0), ("4:8", 3), ("unstructured", 0), ("unstructured", 2)])
 def test_dsnot_compiled_rows_equal_numpy(monkeypatch, pattern, settle):
     """The compiled row loop takes the numpy loop's swaps exactly (any memory order of the inputs)."""
+    import pared.compiler.native  # noqa: F401  (installs the compiled loop, as the pass manager does)
     from pared.backends.cpu import build
     from pared.passes.sparsify import dsnot as dsnot_mod
 
+    assert dsnot_mod.native_loop is build.dsnot_runner
     if build.library() is None:
         pytest.skip(f"CPU kernel library unavailable: {build.unavailable_reason()}")
     pat = parse_pattern(pattern)
