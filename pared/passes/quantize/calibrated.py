@@ -39,8 +39,8 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ...ir import Graph, TensorType
-from ..calibration.streaming import Staging
 from ..calibration import CalibrationRequest, Stats, WeightSite, calibrate, find_weight_sites, hessian_norm2
+from ..calibration.streaming import Staging
 from ..context import PassContext
 from .linears import LinearSite, QuantizedWeight, apply_quantized, find_linears
 from .quantizer import WeightQuantizer
@@ -120,7 +120,8 @@ class CalibratedWeightQuantizer(WeightQuantizer):
             sol = solved.get(site.name)
             if sol is None:
                 return None
-            return QuantizedWeight(np.asarray(sol.q), sol.scale, sol.zero, self.q_type(scheme, *sol.q.shape), scheme.group_size,
+            q = np.asarray(sol.q)  # read back from the staging folder out of core
+            return QuantizedWeight(q, sol.scale, sol.zero, self.q_type(scheme, *q.shape), scheme.group_size,
                                    act=act, act_dtype=self.act_dtype if act == "none" else None, fields=sol.info)
 
         # the engine left the dequantized float weights in result.graph; its linears sit at the same

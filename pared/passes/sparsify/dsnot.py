@@ -50,17 +50,15 @@ def dsnot(w_dense: np.ndarray, w_sparse: np.ndarray, keep: np.ndarray, h: np.nda
     dH[dH <= 0] = np.inf  # dead channels: never worth growing
     W_out = np.array(w_sparse, np.float64, order="C")
     K_out = np.array(keep, bool, order="C")
+    R = np.asarray(w_dense, np.float64) - W_out
+    hr = R @ H
     native = _native()
     if native is not None and (m is None or W_out.shape[1] % m == 0):
-        R = np.asarray(w_dense, np.float64) - W_out
-        hr = R @ H
-        Hc = np.ascontiguousarray(H)
-        swaps = native(Hc, dH, W_out, R, hr, K_out, m or 0, cycles, settle)
+        swaps = native(np.ascontiguousarray(H), dH, W_out, R, hr, K_out, m or 0, cycles, settle)
         W_out[~K_out] = 0.0
         return W_out.astype(np.asarray(w_sparse).dtype), K_out, swaps
     live = np.arange(W_out.shape[0])  # rows still swapping; the state below holds only them
-    Wc, keep, R = W_out, K_out, np.asarray(w_dense, np.float64) - W_out
-    hr = R @ H
+    Wc, keep = W_out, K_out
     idle = np.zeros(live.size, int)  # consecutive steps that only re-valued a kept weight
     swaps = 0
     for _ in range(cycles):

@@ -253,9 +253,10 @@ class Sparsify(Pass):
     def _refine(self, ref, h, new, keep, pat, hinv):
         """DSnoT; with refit: refit the swapped mask, let DSnoT swap once more from there, refit.
 
-        No refit between SparseGPT and the first DSnoT: on SmolLM2's 2:4 layers DSnoT from the
-        sweep's own weights, then two refits, ends 0.4% below the layer error of refitting first
-        (three refits), in two thirds of the time.
+        No refit between SparseGPT and the first DSnoT: on 8 of SmolLM2's 2:4 layers, DSnoT from
+        the sweep's own weights (every cycle), then two refits, ended with 0.35% less summed layer
+        error than refitting first (three refits, DSnoT settling after 6 value steps), in about
+        the same time.
         """
         err0 = relative_error(ref, new, h)
         kw = dict(n=pat.n, m=pat.m, cycles=self.dsnot_cycles)
