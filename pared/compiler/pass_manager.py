@@ -8,7 +8,7 @@ from typing import Optional, Sequence, Union
 from ..ir import Graph
 from ..passes.base import Pass
 from ..passes.context import PassContext
-from . import native  # noqa: F401  (compiled helpers for the passes)
+from . import native  # compiled helpers for the passes; BLAS worker spin while they run
 from .context import with_defaults
 from .instruments import DumpIR, Instrument, NumericsCheck, PassError, Timing, VerifyInstrument
 from .pipeline import PipelineSpec, format_pipeline, parse_pipeline
@@ -75,10 +75,11 @@ class PassManager:
         for inst in self.instruments:
             inst.before_pipeline(graph, ctx, self.passes)
         done: list[str] = []
-        for i, p in enumerate(self.passes):
-            new = self._run_one(i, p, graph, ctx, done)
-            graph = new
-            done.append(p.name)
+        with native.brief_blas_spin():
+            for i, p in enumerate(self.passes):
+                new = self._run_one(i, p, graph, ctx, done)
+                graph = new
+                done.append(p.name)
         for inst in self.instruments:
             inst.after_pipeline(graph, ctx)
         return graph

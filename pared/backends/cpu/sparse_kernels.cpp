@@ -433,75 +433,266 @@ struct Plan {
 // DSnoT's swap search for one row (pared/passes/sparsify/dsnot.py has the method and the numpy
 // original this follows step for step): w, r = w_dense - w, hr = r H and keep are the row's state,
 // updated in place by every swap; returns the number of swaps that moved a mask entry.
-static int64_t dsnot_row(const double* H, const double* dH, int64_t K, int m, int cycles, int settle,
-                         double* w, double* r, double* hr, uint8_t* keep) {
+//
+// N:M rows are searched in a group-major copy of their state (element j of group b at j * G + b),
+// so that one vector lane scores one group: the scan has no data-dependent branches and the
+// compiler vectorises it across groups. Scoring a group reads only H's m x m diagonal block of it
+// (Hb), and each cycle applies the previous swap's update to hr and scores the groups in the same
+// pass. inv = 1 / dH (0 for dead channels); err = r H r^T is carried forward by each swap's exact
+// change instead of recomputed.
+struct DsnotLayout {  // shared by the rows of one call, in group-major column order
+  int64_t K, G;
+  std::vector<double> H;    // [K][K], columns permuted: H[i][j * G + b] = H_orig[i][b * M + j]
+  std::vector<double> dH, inv;  // [K], permuted the same way
+  std::vector<double> Hb;   // [M][M][G]: Hb[(pi * M + j) * G + b] = H_orig[b * M + pi][b * M + j]
+};
+
+template <int M>
+static DsnotLayout dsnot_layout(const double* H, const double* dH, int64_t K) {
+  DsnotLayout L;
+  L.K = K;
+  L.G = K / M;
+  const int64_t G = L.G;
+  L.H.resize(size_t(K * K));
+  L.dH.resize(size_t(K));
+  L.inv.resize(size_t(K));
+  L.Hb.resize(size_t(M * M * G));
+  for (int64_t i = 0; i < K; ++i)
+    for (int64_t b = 0; b < G; ++b)
+      for (int j = 0; j < M; ++j) L.H[i * K + j * G + b] = H[i * K + b * M + j];
+  for (int64_t b = 0; b < G; ++b)
+    for (int j = 0; j < M; ++j) {
+      const double d = dH[b * M + j];
+      L.dH[j * G + b] = d;
+      L.inv[j * G + b] = std::isfinite(d) ? 1.0 / d : 0.0;
+      for (int pi = 0; pi < M; ++pi) L.Hb[(pi * M + j) * G + b] = H[(b * M + pi) * K + b * M + j];
+    }
+  return L;
+}
+
+// The best swap inside group b (pruned pi, grown gi, hg of gi, and its error change), from
+// group-major state. Every load is unconditional and every choice a select, so that the loop over
+// b vectorises (one group per lane).
+struct GroupArrays {
+  const double* __restrict dH;
+  const double* __restrict inv;
+  const double* __restrict Hb;
+  int64_t G;
+};
+
+template <int M>
+static inline double group_total(const double* __restrict ws, const double* __restrict hs,
+                                 const double* __restrict ks, const GroupArrays& A, int64_t b, double& pi_out,
+                                 double& gi_out, double& hg_out) {
+  const int64_t G = A.G;
+  const double inf = INFINITY;
+  double wv[M], hv[M], kv[M];
+  for (int j = 0; j < M; ++j) {
+    wv[j] = ws[j * G + b];
+    hv[j] = hs[j * G + b];
+    kv[j] = ks[j * G + b];
+  }
+  double cp = inf, pi = -1.0;
+  for (int j = 0; j < M; ++j) {
+    const double cost = 2.0 * wv[j] * hv[j] + wv[j] * wv[j] * A.dH[j * G + b];
+    const double c = kv[j] != 0.0 ? cost : inf;
+    const bool lt = c < cp;
+    cp = lt ? c : cp;
+    pi = lt ? double(j) : pi;
+  }
+  double s = 0.0;
+  for (int j = 0; j < M; ++j) s = pi == double(j) ? wv[j] : s;
+  double gain = -inf, gi = -1.0, hgb = 0.0;
+  for (int j = 0; j < M; ++j) {
+    double hpj = 0.0;
+    for (int q = 0; q < M; ++q) {
+      const double hq = A.Hb[(q * M + j) * G + b];
+      hpj = pi == double(q) ? hq : hpj;
+    }
+    const double hg = hv[j] + s * hpj;
+    const double val = hg * hg * A.inv[j * G + b];
+    const double gj = ((kv[j] != 0.0) & (pi != double(j))) ? -inf : val;
+    const bool gt = gj > gain;
+    gain = gt ? gj : gain;
+    gi = gt ? double(j) : gi;
+    hgb = gt ? hg : hgb;
+  }
+  pi_out = pi;
+  gi_out = gi;
+  hg_out = hgb;
+  return ((pi < 0.0) | (gi < 0.0)) ? inf : cp - gain;
+}
+
+// The first group with the smallest error change (and that change): group_total over every b,
+// eight groups per AVX-512 vector where the build has it (the same arithmetic, lane by lane).
+template <int M>
+static inline int64_t best_group(const double* __restrict ws, const double* __restrict hs,
+                                 const double* __restrict ks, const GroupArrays& A, double& best) {
+  const int64_t G = A.G;
+  int64_t bb = -1, b = 0;
+  best = INFINITY;
+  double pi, gi, hg;
+#ifdef PARED_AVX512
+  const __m512d inf = _mm512_set1_pd(INFINITY), ninf = _mm512_set1_pd(-INFINITY), zero = _mm512_setzero_pd();
+  const __m512d two = _mm512_set1_pd(2.0), minus1 = _mm512_set1_pd(-1.0);
+  __m512d vbest = inf, vidx = minus1;
+  const __m512d step = _mm512_set1_pd(8.0);
+  __m512d lane = _mm512_set_pd(7, 6, 5, 4, 3, 2, 1, 0);
+  for (; b + 8 <= G; b += 8, lane = _mm512_add_pd(lane, step)) {
+    __m512d wv[M], hv[M];
+    __mmask8 kv[M];
+    __m512d cp = inf, vpi = minus1;
+    for (int j = 0; j < M; ++j) {
+      wv[j] = _mm512_loadu_pd(ws + j * G + b);
+      hv[j] = _mm512_loadu_pd(hs + j * G + b);
+      kv[j] = _mm512_cmp_pd_mask(_mm512_loadu_pd(ks + j * G + b), zero, _CMP_NEQ_UQ);
+      const __m512d cost = _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(two, wv[j]), hv[j]),
+                                         _mm512_mul_pd(_mm512_mul_pd(wv[j], wv[j]), _mm512_loadu_pd(A.dH + j * G + b)));
+      const __m512d c = _mm512_mask_blend_pd(kv[j], inf, cost);
+      const __mmask8 lt = _mm512_cmp_pd_mask(c, cp, _CMP_LT_OQ);
+      cp = _mm512_mask_blend_pd(lt, cp, c);
+      vpi = _mm512_mask_blend_pd(lt, vpi, _mm512_set1_pd(double(j)));
+    }
+    __mmask8 isp[M];
+    __m512d sv = zero;
+    for (int j = 0; j < M; ++j) {
+      isp[j] = _mm512_cmp_pd_mask(vpi, _mm512_set1_pd(double(j)), _CMP_EQ_OQ);
+      sv = _mm512_mask_blend_pd(isp[j], sv, wv[j]);
+    }
+    __m512d gain = ninf, vgi = minus1, vhg = zero;
+    for (int j = 0; j < M; ++j) {
+      __m512d hpj = zero;
+      for (int q = 0; q < M; ++q) hpj = _mm512_mask_blend_pd(isp[q], hpj, _mm512_loadu_pd(A.Hb + (q * M + j) * G + b));
+      const __m512d h = _mm512_add_pd(hv[j], _mm512_mul_pd(sv, hpj));
+      const __m512d val = _mm512_mul_pd(_mm512_mul_pd(h, h), _mm512_loadu_pd(A.inv + j * G + b));
+      const __m512d gj = _mm512_mask_blend_pd(kv[j] & __mmask8(~isp[j]), val, ninf);
+      const __mmask8 gt = _mm512_cmp_pd_mask(gj, gain, _CMP_GT_OQ);
+      gain = _mm512_mask_blend_pd(gt, gain, gj);
+      vgi = _mm512_mask_blend_pd(gt, vgi, _mm512_set1_pd(double(j)));
+      vhg = _mm512_mask_blend_pd(gt, vhg, h);
+    }
+    const __mmask8 none = _mm512_cmp_pd_mask(vpi, zero, _CMP_LT_OQ) | _mm512_cmp_pd_mask(vgi, zero, _CMP_LT_OQ);
+    const __m512d tot = _mm512_mask_blend_pd(none, _mm512_sub_pd(cp, gain), inf);
+    const __mmask8 lt = _mm512_cmp_pd_mask(tot, vbest, _CMP_LT_OQ);  // strict: each lane keeps its first minimum
+    vbest = _mm512_mask_blend_pd(lt, vbest, tot);
+    vidx = _mm512_mask_blend_pd(lt, vidx, lane);
+  }
+  alignas(64) double lb[8], li[8];
+  _mm512_store_pd(lb, vbest);
+  _mm512_store_pd(li, vidx);
+  for (int l = 0; l < 8; ++l)  // the smallest value; among equal ones the first group
+    if (li[l] >= 0.0 && (lb[l] < best || (lb[l] == best && int64_t(li[l]) < bb))) { best = lb[l]; bb = int64_t(li[l]); }
+#endif
+  for (; b < G; ++b) {
+    const double t = group_total<M>(ws, hs, ks, A, b, pi, gi, hg);
+    if (t < best) { best = t; bb = b; }
+  }
+  return bb;
+}
+
+template <int M>
+static int64_t dsnot_row_nm(const DsnotLayout& L, int cycles, int settle, double* w, double* r, double* hr,
+                            uint8_t* keep) {
+  const int64_t K = L.K, G = L.G;
+  const GroupArrays A{L.dH.data(), L.inv.data(), L.Hb.data(), G};
+  std::vector<double> state(size_t(3 * K));
+  double* __restrict ws = state.data();
+  double* __restrict hs = ws + K;
+  double* __restrict ks = hs + K;
+  for (int64_t b = 0; b < G; ++b)
+    for (int j = 0; j < M; ++j) {
+      ws[j * G + b] = w[b * M + j];
+      hs[j * G + b] = hr[b * M + j];
+      ks[j * G + b] = keep[b * M + j] ? 1.0 : 0.0;
+    }
   int64_t swaps = 0;
   int idle = 0;
-  const double inf = INFINITY;
+  double err = 0.0;
+  for (int64_t j = 0; j < K; ++j) err += r[j] * hr[j];
+  double pi, gi, hg, best;
+  int64_t bb = best_group<M>(ws, hs, ks, A, best);
   for (int c = 0; c < cycles; ++c) {
-    int64_t best_p = -1, best_g = -1;
-    double best_total = inf, best_s = 0.0, best_t = 0.0;
-    if (m > 0) {
-      for (int64_t g0 = 0; g0 + m <= K; g0 += m) {
-        int64_t p = -1;
-        double cp = inf;
-        for (int64_t j = g0; j < g0 + m; ++j) {
-          if (!keep[j]) continue;
-          double cost = 2.0 * w[j] * hr[j] + w[j] * w[j] * dH[j];
-          if (cost < cp) { cp = cost; p = j; }
-        }
-        if (p < 0) continue;
-        const double s = w[p];
-        const double* Hp = H + p * K;
-        int64_t gi = -1;
-        double gain = -inf, hg_best = 0.0;
-        for (int64_t j = g0; j < g0 + m; ++j) {
-          if (keep[j] && j != p) continue;
-          const double hg = hr[j] + s * Hp[j];
-          const double gj = hg * hg / dH[j];
-          if (gj > gain) { gain = gj; gi = j; hg_best = hg; }
-        }
-        if (gi < 0) continue;
-        const double total = cp - gain;
-        if (total < best_total) {
-          best_total = total; best_p = p; best_g = gi; best_s = s; best_t = hg_best / dH[gi];
-        }
-      }
-    } else {
-      int64_t p = -1;
-      double cp = inf;
-      for (int64_t j = 0; j < K; ++j) {
-        if (!keep[j]) continue;
-        double cost = 2.0 * w[j] * hr[j] + w[j] * w[j] * dH[j];
-        if (cost < cp) { cp = cost; p = j; }
-      }
-      if (p >= 0) {
-        const double s = w[p];
-        const double* Hp = H + p * K;
-        double gain = -inf;
-        for (int64_t j = 0; j < K; ++j) {
-          if (keep[j] && j != p) continue;
-          const double hg = hr[j] + s * Hp[j];
-          const double gj = hg * hg / dH[j];
-          if (gj > gain) { gain = gj; best_g = j; best_t = hg / dH[j]; }
-        }
-        best_total = cp - gain; best_p = p; best_s = s;
-      }
+    if (bb < 0 || !std::isfinite(best) || !(best < -1e-12 * (1.0 + std::fabs(err)))) break;  // this row is final
+    group_total<M>(ws, hs, ks, A, bb, pi, gi, hg);
+    const int64_t p = int64_t(pi) * G + bb, g = int64_t(gi) * G + bb;  // group-major positions
+    const double s = ws[p], t = hg * A.inv[g];
+    err += best;
+    ws[p] = 0.0; ks[p] = 0.0;
+    ws[g] += t; ks[g] = 1.0;
+    r[bb * M + int64_t(pi)] += s; r[bb * M + int64_t(gi)] -= t;
+    const double* __restrict Hp = L.H.data() + (bb * M + int64_t(pi)) * K;
+    const double* __restrict Hg = L.H.data() + (bb * M + int64_t(gi)) * K;
+    bool stop = false;
+    if (p != g) { ++swaps; idle = 0; } else stop = settle > 0 && ++idle >= settle;
+    if (stop || c + 1 == cycles) {
+#pragma omp simd
+      for (int64_t j = 0; j < K; ++j) hs[j] += s * Hp[j] - t * Hg[j];
+      break;
     }
-    double rhr = 0.0;
-    for (int64_t j = 0; j < K; ++j) rhr += r[j] * hr[j];
-    if (best_p < 0 || best_g < 0 || !std::isfinite(best_total) || !(best_total < -1e-12 * (1.0 + std::fabs(rhr))))
-      break;  // no helpful swap: this row is final
-    const int64_t p = best_p, g = best_g;
-    const double s = best_s, t = best_t;
+#pragma omp simd
+    for (int64_t j = 0; j < K; ++j) hs[j] += s * Hp[j] - t * Hg[j];
+    bb = best_group<M>(ws, hs, ks, A, best);
+  }
+  for (int64_t b = 0; b < G; ++b)
+    for (int j = 0; j < M; ++j) {
+      w[b * M + j] = ws[j * G + b];
+      hr[b * M + j] = hs[j * G + b];
+      keep[b * M + j] = ks[j * G + b] != 0.0;
+    }
+  return swaps;
+}
+
+static int64_t dsnot_row_free(const double* H, const double* dH, const double* inv, int64_t K, int cycles, int settle,
+                              double* w, double* r, double* hr, uint8_t* keep) {
+  const double inf = INFINITY;
+  int64_t swaps = 0;
+  int idle = 0;
+  double err = 0.0;
+  for (int64_t j = 0; j < K; ++j) err += r[j] * hr[j];
+  // cost of pruning each kept weight, fused into the update pass of the previous swap
+  int64_t p = -1;
+  double cp = inf;
+  for (int64_t j = 0; j < K; ++j) {
+    const double c = keep[j] ? 2.0 * w[j] * hr[j] + w[j] * w[j] * dH[j] : inf;
+    const bool lt = c < cp;
+    cp = lt ? c : cp;
+    p = lt ? j : p;
+  }
+  for (int c = 0; c < cycles; ++c) {
+    if (p < 0) break;
+    const double s = w[p];
+    const double* Hp = H + p * K;
+    int64_t g = -1;
+    double gain = -inf, t = 0.0;
+    for (int64_t j = 0; j < K; ++j) {
+      const double hg = hr[j] + s * Hp[j];
+      const double gj = (keep[j] && j != p) ? -inf : hg * hg * inv[j];
+      const bool gt = gj > gain;
+      gain = gt ? gj : gain;
+      g = gt ? j : g;
+      t = gt ? hg : t;
+    }
+    const double total = cp - gain;
+    if (g < 0 || !std::isfinite(total) || !(total < -1e-12 * (1.0 + std::fabs(err)))) break;
+    t *= inv[g];
+    err += total;
     w[p] = 0.0; keep[p] = 0;
     w[g] += t; keep[g] = 1;
     r[p] += s; r[g] -= t;
-    const double* Hp = H + p * K;
     const double* Hg = H + g * K;
-#pragma omp simd
-    for (int64_t j = 0; j < K; ++j) hr[j] += s * Hp[j] - t * Hg[j];
-    if (p != g) { ++swaps; idle = 0; } else if (settle > 0 && ++idle >= settle) break;
+    bool stop = false;
+    if (p != g) { ++swaps; idle = 0; } else stop = settle > 0 && ++idle >= settle;
+    p = -1;
+    cp = inf;
+    for (int64_t j = 0; j < K; ++j) {
+      const double h = hr[j] + (s * Hp[j] - t * Hg[j]);
+      hr[j] = h;
+      const double cj = keep[j] ? 2.0 * w[j] * h + w[j] * w[j] * dH[j] : inf;
+      const bool lt = cj < cp;
+      cp = lt ? cj : cp;
+      p = lt ? j : p;
+    }
+    if (stop) break;
   }
   return swaps;
 }
@@ -611,9 +802,20 @@ int pared_run(const void* plan, const float* x, int64_t M, const float* bias, fl
 int64_t pared_dsnot(const double* H, const double* dH, int64_t rows, int64_t K, int m, int cycles, int settle,
                     double* w, double* r, double* hr, uint8_t* keep, int nthreads) {
   int64_t total = 0;
+  if (m == 4 || m == 8) {
+    const DsnotLayout L = m == 4 ? dsnot_layout<4>(H, dH, K) : dsnot_layout<8>(H, dH, K);
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nthreads) reduction(+ : total)
+    for (int64_t i = 0; i < rows; ++i)
+      total += m == 4 ? dsnot_row_nm<4>(L, cycles, settle, w + i * K, r + i * K, hr + i * K, keep + i * K)
+                      : dsnot_row_nm<8>(L, cycles, settle, w + i * K, r + i * K, hr + i * K, keep + i * K);
+    return total;
+  }
+  if (m > 0) return -1;  // other group sizes: the caller runs the numpy loop
+  std::vector<double> inv(static_cast<size_t>(K));
+  for (int64_t j = 0; j < K; ++j) inv[j] = std::isfinite(dH[j]) ? 1.0 / dH[j] : 0.0;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nthreads) reduction(+ : total)
   for (int64_t i = 0; i < rows; ++i)
-    total += dsnot_row(H, dH, K, m, cycles, settle, w + i * K, r + i * K, hr + i * K, keep + i * K);
+    total += dsnot_row_free(H, dH, inv.data(), K, cycles, settle, w + i * K, r + i * K, hr + i * K, keep + i * K);
   return total;
 }
 

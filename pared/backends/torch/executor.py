@@ -123,3 +123,10 @@ class TorchExecutor:
 
     def to_numpy(self, x):
         return x.detach().cpu().numpy() if isinstance(x, self.torch.Tensor) else np.asarray(x)
+
+    def host_view(self, x):
+        """``x`` as a numpy array sharing its memory when it is a float32 CPU tensor (else None)."""
+        t = self.torch
+        if isinstance(x, t.Tensor) and x.device.type == "cpu" and x.dtype == t.float32:
+            return x.detach().numpy()
+        return None

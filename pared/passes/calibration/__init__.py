@@ -12,6 +12,7 @@ from .sites import (
     CalibrationError,
     CalibrationRequest,
     CalibrationResult,
+    ErrorMeter,
     Rewrite,
     Statistic,
     Stats,
@@ -26,7 +27,8 @@ from .sites import (
 )
 
 __all__ = [
-    "STATISTICS", "CalibrationError", "CalibrationRequest", "CalibrationResult", "Executor", "LocalReducer",
+    "STATISTICS", "CalibrationError", "CalibrationRequest", "CalibrationResult", "ErrorMeter", "Executor",
+    "LocalReducer",
     "Reducer", "Rewrite", "Statistic", "Stats", "WeightSite", "calibrate", "check_finite_weights", "dense_target",
     "find_weight_sites", "hessian_norm2", "local_share", "memory_plan", "normalize_batches", "relative_error",
     "retype_params", "run_calibration",

@@ -43,7 +43,9 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 import numpy as np
 
 from ...ir.core import Graph, Var
+from ...ir.opdef import eqn_cost
 from ...ir.shapes import bind_symbols
+from .linalg import gram_upper_add, symmetric_from_upper
 from .reduce import LocalReducer, Reducer, deal, describe, is_data_parallel, local_share
 from .sites import (
     STATISTICS,
@@ -112,6 +114,7 @@ class Executor(Protocol):
     def as_float(self, x: Any) -> Any: ...
     def absmax(self, x: Any) -> Any: ...
     def to_numpy(self, x: Any) -> np.ndarray: ...
+    # optional: ``host_view(x)`` -> a numpy array sharing x's memory (float32, host), or None
 
 
 def run_calibration(graph: Graph, batches: Sequence[tuple], request: CalibrationRequest, executor: Executor, *,
@@ -298,7 +301,11 @@ def _site_stats(site: WeightSite, request: CalibrationRequest, envs, ex, cache, 
 
 
 class _Accumulator:
-    """Sums over tokens, in float64 (per-batch products in float32 on the backend)."""
+    """Sums over tokens, in float64 (per-batch products in float32 on the backend).
+
+    Hessians of activations the executor holds in host memory (``host_view``) are computed by
+    ``ssyrk`` (upper triangle: half a GEMM's flops) and completed once, when read.
+    """
 
     SQUARE = ("hessian", "cross")
 
@@ -306,12 +313,18 @@ class _Accumulator:
         self.names = names
         self.sums: dict[str, Any] = {}
         self.count = 0
+        self._upper: Optional[np.ndarray] = None  # float64 sum of the upper triangles of X^T X
 
     def update(self, ex, x, x_dense=None) -> None:
         x = ex.as_float(x)
         self.count += int(x.shape[0])
         for n in self.names:
             if n == "hessian":
+                host = getattr(ex, "host_view", None)
+                xh = host(x) if host is not None else None
+                if xh is not None:
+                    self._upper = gram_upper_add(self._upper, xh)
+                    continue
                 v = x.T @ x
             elif n == "cross":
                 v = x.T @ ex.as_float(x_dense)
@@ -329,8 +342,17 @@ class _Accumulator:
             else:
                 self.sums[n] = v if n not in self.sums else self.sums[n] + v
 
+    def _flush(self) -> None:
+        if self._upper is None:
+            return
+        v = symmetric_from_upper(self._upper)
+        self.sums["hessian"] = v if "hessian" not in self.sums else self.sums["hessian"] + v
+        self._upper = None
+
     def partial(self, n: str, n_in: int) -> np.ndarray:
         """The local sum of ``n``; zeros of the site's shape when no batch was seen (absmax >= 0)."""
+        if n == "hessian":
+            self._flush()
         if n in self.sums:
             return self.sums[n]
         return np.zeros((n_in, n_in) if n in self.SQUARE else (n_in,), np.float64)
@@ -422,8 +444,37 @@ def memory_plan(
         f"  {len(batches)} batch(es); {len(needed)} of {len(graph.eqns)} equations reach the "
         f"{len(request.sites)} weight site(s)\n"
         f"  peak live activations {_mib(peak)}{where} + statistics {_mib(stat)} (largest site) "
-        f"+ weights {_mib(wbytes)}"
+        f"+ weights {_mib(wbytes)}\n"
+        f"  {_forward_estimate(graph, batches, needed)}"
     )
+
+
+def _forward_estimate(graph: Graph, batches, needed) -> str:
+    """The forward work of the equations that reach a site over all batches, and the time it takes
+    at the rate of a short float32 GEMM probe on this host (the Hessian products and the solvers
+    come on top; elementwise work is counted as flops, so memory-bound steps take longer)."""
+    envs = [bind_symbols([v.type for v in graph.inputs], list(b)) for b in batches]
+    flops = 0
+    for i in needed:
+        for env in envs:
+            try:
+                flops += eqn_cost(graph.eqns[i], env).flops
+            except Exception:  # noqa: BLE001 - an op without a cost model counts as nothing
+                break
+    a = np.ones((512, 576), np.float32)
+    b = np.ones((576, 1536), np.float32)
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    rate = 2 * 512 * 576 * 1536 / max(best, 1e-9)
+    return (f"forward passes: {flops / 1e9:.0f} GFLOP, at least {_duration(flops / rate)} at this host's "
+            f"{rate / 1e9:.0f} GFLOP/s (a float32 GEMM probe)")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def _activation_profile(graph: Graph, batches, needed, last_use) -> tuple[dict[int, int], int, Optional[int]]:

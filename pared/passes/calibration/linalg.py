@@ -12,9 +12,36 @@ from __future__ import annotations
 import numpy as np
 
 try:  # scipy ships with jax and most scientific installs; plain numpy is the fallback
+    from scipy.linalg import blas as _blas
     from scipy.linalg import lapack as _lapack
 except ImportError:  # pragma: no cover - exercised only where scipy is absent
-    _lapack = None
+    _blas = _lapack = None
+
+
+def gram_upper_add(acc: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """``acc + X^T X``: the product in float32 by BLAS ``ssyrk`` (upper triangle only, half a GEMM's
+    flops), summed in float64.
+
+    ``x``: (tokens, n) float32; ``acc``: the column-major (n, n) float64 array an earlier call
+    returned (updated in place), or None. Only the upper triangle is meaningful:
+    :func:`symmetric_from_upper` completes the matrix. Without scipy the full product is added.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if _blas is None:
+        v = x.T @ x
+    else:
+        a = x.T if x.flags.c_contiguous else np.asfortranarray(x.T)  # (n, tokens), column-major: no copy
+        v = _blas.ssyrk(1.0, a, trans=0, lower=0)
+    if acc is None:
+        return np.asfortranarray(v, dtype=np.float64)
+    return np.add(acc, v, out=acc)
+
+
+def symmetric_from_upper(u: np.ndarray) -> np.ndarray:
+    """The symmetric matrix whose upper triangle is ``u``'s (float64, C-contiguous)."""
+    out = np.triu(np.asarray(u, dtype=np.float64))
+    out += np.triu(out, 1).T
+    return out
 
 
 def cholesky_lower(h: np.ndarray, overwrite: bool = False) -> np.ndarray:

@@ -48,24 +48,26 @@ def dsnot(w_dense: np.ndarray, w_sparse: np.ndarray, keep: np.ndarray, h: np.nda
         H = H + damp * float(np.mean(np.diag(H))) * np.eye(H.shape[0])
     dH = np.diag(H).copy()
     dH[dH <= 0] = np.inf  # dead channels: never worth growing
+    inv = np.where(np.isfinite(dH), 1.0 / dH, 0.0)
     W_out = np.array(w_sparse, np.float64, order="C")
     K_out = np.array(keep, bool, order="C")
     R = np.asarray(w_dense, np.float64) - W_out
     hr = R @ H
     native = _native()
-    if native is not None and (m is None or W_out.shape[1] % m == 0):
+    if native is not None and (not m or (m in (4, 8) and W_out.shape[1] % m == 0)):
         swaps = native(np.ascontiguousarray(H), dH, W_out, R, hr, K_out, m or 0, cycles, settle)
         W_out[~K_out] = 0.0
         return W_out.astype(np.asarray(w_sparse).dtype), K_out, swaps
     live = np.arange(W_out.shape[0])  # rows still swapping; the state below holds only them
     Wc, keep = W_out, K_out
     idle = np.zeros(live.size, int)  # consecutive steps that only re-valued a kept weight
+    err = np.einsum("ij,ij->i", R, hr)  # each row's r H r^T, carried forward by each swap's exact change
     swaps = 0
     for _ in range(cycles):
         if not live.size:
             break
-        p_row, g_row, s_row, t, delta = _best_swaps(Wc, keep, hr, H, dH, m)
-        ok = np.isfinite(delta) & (delta < -1e-12 * (1 + np.abs(np.einsum("ij,ij->i", R, hr))))
+        p_row, g_row, s_row, t, delta = _best_swaps(Wc, keep, hr, H, dH, inv, m)
+        ok = np.isfinite(delta) & (delta < -1e-12 * (1 + np.abs(err)))
         rr = np.flatnonzero(ok)
         pr, gr, sr, tr = p_row[ok], g_row[ok], s_row[ok], t[ok]
         Wc[rr, pr] = 0.0
@@ -75,12 +77,13 @@ def dsnot(w_dense: np.ndarray, w_sparse: np.ndarray, keep: np.ndarray, h: np.nda
         R[rr, pr] += sr
         R[rr, gr] -= tr
         hr[rr] += sr[:, None] * H[pr] - tr[:, None] * H[gr]
+        err[rr] += delta[ok]
         swaps += int((pr != gr).sum())
         idle = np.where(p_row == g_row, idle + 1, 0)
         go = ok & (idle < settle) if settle else ok
         if not go.all():  # rows without a helpful swap are final: write them back, keep the rest
             W_out[live[~go]], K_out[live[~go]] = Wc[~go], keep[~go]
-            live, Wc, keep, R, hr, idle = live[go], Wc[go], keep[go], R[go], hr[go], idle[go]
+            live, Wc, keep, R, hr, idle, err = live[go], Wc[go], keep[go], R[go], hr[go], idle[go], err[go]
     W_out[live], K_out[live] = Wc, keep
     W_out[~K_out] = 0.0
     return W_out.astype(np.asarray(w_sparse).dtype), K_out, swaps
@@ -102,8 +105,9 @@ def _native():
     return native_loop() if native_loop is not None else None
 
 
-def _best_swaps(Wc, keep, hr, H, dH, m):
-    """Each row's best (pruned p, grown g, old w'_p, new w'_g, error change) for one swap."""
+def _best_swaps(Wc, keep, hr, H, dH, inv, m):
+    """Each row's best (pruned p, grown g, old w'_p, new w'_g, error change) for one swap
+    (``inv`` = 1 / dH, 0 for dead channels)."""
     rows, cols = Wc.shape
     ar = np.arange(rows)
     cost = 2 * Wc * hr + Wc * Wc * dH[None, :]
@@ -117,11 +121,11 @@ def _best_swaps(Wc, keep, hr, H, dH, m):
         cp = np.take_along_axis(cg, p_in[:, :, None], 2)[:, :, 0]
         gcols = np.arange(cols).reshape(G, m)
         hg = hr.reshape(rows, G, m) + s[:, :, None] * H[p[:, :, None], gcols[None, :, :]]
-        gain = hg ** 2 / dH.reshape(G, m)[None]
+        gain = hg**2 * inv.reshape(G, m)[None]
         gain[keep.reshape(rows, G, m)] = -np.inf
         gp = (
             np.take_along_axis(hg, p_in[:, :, None], 2)[:, :, 0] ** 2
-            / dH.reshape(G, m)[np.arange(G)[None, :], p_in]
+            * inv.reshape(G, m)[np.arange(G)[None, :], p_in]
         )
         np.put_along_axis(gain, p_in[:, :, None], gp[:, :, None], 2)  # p may come back with a better value
         g_in = np.argmax(gain, axis=2)
@@ -129,17 +133,17 @@ def _best_swaps(Wc, keep, hr, H, dH, m):
         best = np.argmin(total, axis=1)
         delta = total[ar, best]
         p_row, g_row = p[ar, best], g_in[ar, best] + best * m
-        t = hg[ar, best, g_in[ar, best]] / dH[g_row]
+        t = hg[ar, best, g_in[ar, best]] * inv[g_row]
         s_row = s[ar, best]
     else:
         p_row = np.argmin(cost, axis=1)
         s_row = Wc[ar, p_row]
         cp = cost[ar, p_row]
         hp = hr + s_row[:, None] * H[p_row]
-        gain = hp**2 / dH[None, :]
+        gain = hp**2 * inv[None, :]
         gain[keep] = -np.inf
-        gain[ar, p_row] = hp[ar, p_row] ** 2 / dH[p_row]
+        gain[ar, p_row] = hp[ar, p_row] ** 2 * inv[p_row]
         g_row = np.argmax(gain, axis=1)
         delta = cp - gain[ar, g_row]
-        t = hp[ar, g_row] / dH[g_row]
+        t = hp[ar, g_row] * inv[g_row]
     return p_row, g_row, s_row, t, delta

