@@ -188,9 +188,13 @@ def test_bad_patterns(bad):
         parse_pattern(bad)
 
 
-@pytest.mark.parametrize("pattern,settle", [("2:4", 0), ("4:8", 3), ("unstructured", 0), ("unstructured", 2)])
-def test_dsnot_compiled_rows_equal_numpy(monkeypatch, pattern, settle):
-    """The compiled row loop takes the numpy loop's swaps exactly (any memory order of the inputs)."""
+@pytest.mark.parametrize(
+    "pattern,settle,d", [("2:4", 0, 64), ("2:4", 0, 76), ("4:8", 3, 64), ("4:8", 0, 72), ("unstructured", 0, 64),
+                         ("unstructured", 2, 64)]
+)
+def test_dsnot_compiled_rows_equal_numpy(monkeypatch, pattern, settle, d):
+    """The compiled row loop takes the numpy loop's swaps exactly (any memory order of the inputs;
+    76 and 72 columns leave N:M groups after the last full vector of eight groups)."""
     import pared.compiler.native  # noqa: F401  (installs the compiled loop, as the pass manager does)
     from pared.backends.cpu import build
     from pared.passes.sparsify import dsnot as dsnot_mod
@@ -199,9 +203,9 @@ def test_dsnot_compiled_rows_equal_numpy(monkeypatch, pattern, settle):
     if build.library() is None:
         pytest.skip(f"CPU kernel library unavailable: {build.unavailable_reason()}")
     pat = parse_pattern(pattern)
-    x = correlated(n_batches=4, rows=96, d=64)
+    x = correlated(n_batches=4, rows=96, d=d)
     h = hessian(x)
-    w = RNG.standard_normal((40, 64)).astype(np.float32)
+    w = RNG.standard_normal((40, d)).astype(np.float32)
     keep = np.asfortranarray(select(np.abs(w), pat, 0.5, "row"))  # column-major, as sparsegpt returns it
     ws = np.asfortranarray(w * keep)
     fast = dsnot_mod.dsnot(w, ws, keep, h, n=pat.n, m=pat.m, cycles=30, settle=settle)
