@@ -24,7 +24,9 @@ dsnot.native_loop = build.dsnot_runner
 # slower (24 ms vs 9 ms) while the BLAS worker spun on the other core. While the pass manager runs,
 # the workers spin 2^SPIN_LOG2 cycles instead (OpenBLAS's OPENBLAS_THREAD_TIMEOUT, read again and
 # applied by restarting the workers: the next BLAS call starts them). PARED_BLAS_SPIN=keep, or
-# OPENBLAS_THREAD_TIMEOUT set by the user, leaves OpenBLAS as it is.
+# OPENBLAS_THREAD_TIMEOUT set by the user, leaves OpenBLAS as it is; a program whose other threads
+# call numpy's BLAS while pared compiles should set one of them (the restart assumes no BLAS call
+# is in flight).
 SPIN_LOG2 = 20
 
 
