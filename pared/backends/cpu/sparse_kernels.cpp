@@ -435,15 +435,14 @@ struct Plan {
 // updated in place by every swap; returns the number of swaps that moved a mask entry.
 //
 // N:M rows are searched in a group-major copy of their state (element j of group b at j * G + b),
-// so that one vector lane scores one group: the scan has no data-dependent branches and the
-// compiler vectorises it across groups. Scoring a group reads only H's m x m diagonal block of it
-// (Hb), and each cycle applies the previous swap's update to hr and scores the groups in the same
-// pass. inv = 1 / dH (0 for dead channels); err = r H r^T is carried forward by each swap's exact
-// change instead of recomputed.
+// so that one vector lane scores one group (AVX-512, eight groups per vector) with no data-
+// dependent branches. Scoring a group reads only H's m x m diagonal block of it (Hb); a swap's
+// update of hr reads two rows of H in their own order. inv = 1 / dH (0 for dead channels);
+// err = r H r^T is carried forward by each swap's exact change instead of recomputed.
 struct DsnotLayout {  // shared by the rows of one call, in group-major column order
   int64_t K, G;
-  std::vector<double> H;    // [K][K], columns permuted: H[i][j * G + b] = H_orig[i][b * M + j]
-  std::vector<double> dH, inv;  // [K], permuted the same way
+  const double* H;          // [K][K], the caller's (not permuted)
+  std::vector<double> dH, inv;  // [K], group-major
   std::vector<double> Hb;   // [M][M][G]: Hb[(pi * M + j) * G + b] = H_orig[b * M + pi][b * M + j]
 };
 
@@ -453,13 +452,10 @@ static DsnotLayout dsnot_layout(const double* H, const double* dH, int64_t K) {
   L.K = K;
   L.G = K / M;
   const int64_t G = L.G;
-  L.H.resize(size_t(K * K));
+  L.H = H;
   L.dH.resize(size_t(K));
   L.inv.resize(size_t(K));
   L.Hb.resize(size_t(M * M * G));
-  for (int64_t i = 0; i < K; ++i)
-    for (int64_t b = 0; b < G; ++b)
-      for (int j = 0; j < M; ++j) L.H[i * K + j * G + b] = H[i * K + b * M + j];
   for (int64_t b = 0; b < G; ++b)
     for (int j = 0; j < M; ++j) {
       const double d = dH[b * M + j];
@@ -620,17 +616,16 @@ static int64_t dsnot_row_nm(const DsnotLayout& L, int cycles, int settle, double
     ws[p] = 0.0; ks[p] = 0.0;
     ws[g] += t; ks[g] = 1.0;
     r[bb * M + int64_t(pi)] += s; r[bb * M + int64_t(gi)] -= t;
-    const double* __restrict Hp = L.H.data() + (bb * M + int64_t(pi)) * K;
-    const double* __restrict Hg = L.H.data() + (bb * M + int64_t(gi)) * K;
+    const double* __restrict Hp = L.H + (bb * M + int64_t(pi)) * K;
+    const double* __restrict Hg = L.H + (bb * M + int64_t(gi)) * K;
+    for (int j = 0; j < M; ++j) {
+      double* __restrict hj = hs + j * G;
+#pragma omp simd
+      for (int64_t b = 0; b < G; ++b) hj[b] += s * Hp[b * M + j] - t * Hg[b * M + j];
+    }
     bool stop = false;
     if (p != g) { ++swaps; idle = 0; } else stop = settle > 0 && ++idle >= settle;
-    if (stop || c + 1 == cycles) {
-#pragma omp simd
-      for (int64_t j = 0; j < K; ++j) hs[j] += s * Hp[j] - t * Hg[j];
-      break;
-    }
-#pragma omp simd
-    for (int64_t j = 0; j < K; ++j) hs[j] += s * Hp[j] - t * Hg[j];
+    if (stop || c + 1 == cycles) break;
     bb = best_group<M>(ws, hs, ks, A, best);
   }
   for (int64_t b = 0; b < G; ++b)

@@ -453,28 +453,40 @@ def _forward_estimate(graph: Graph, batches, needed) -> str:
     """The forward work of the equations that reach a site over all batches, and the time it takes
     at the rate of a short float32 GEMM probe on this host (the Hessian products and the solvers
     come on top; elementwise work is counted as flops, so memory-bound steps take longer)."""
-    envs = [bind_symbols([v.type for v in graph.inputs], list(b)) for b in batches]
+    per_shape: dict[tuple, int] = {}  # batches of the same shapes cost the same
     flops = 0
-    for i in needed:
-        for env in envs:
-            try:
-                flops += eqn_cost(graph.eqns[i], env).flops
-            except Exception:  # noqa: BLE001 - an op without a cost model counts as nothing
-                break
+    for b in batches:
+        env = bind_symbols([v.type for v in graph.inputs], list(b))
+        key = tuple(sorted(env.items()))
+        if key not in per_shape:
+            total = 0
+            for i in needed:
+                try:
+                    total += eqn_cost(graph.eqns[i], env).flops
+                except Exception:  # noqa: BLE001 - an op without a cost model counts as nothing
+                    continue
+            per_shape[key] = total
+        flops += per_shape[key]
     a = np.ones((512, 576), np.float32)
-    b = np.ones((576, 1536), np.float32)
+    w = np.ones((576, 1536), np.float32)
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
-        a @ b
+        a @ w
         best = min(best, time.perf_counter() - t)
     rate = 2 * 512 * 576 * 1536 / max(best, 1e-9)
-    return (f"forward passes: {flops / 1e9:.0f} GFLOP, at least {_duration(flops / rate)} at this host's "
+    return (f"forward passes: {flops / 1e9:.0f} GFLOP, at least {duration(flops / rate)} at this host's "
             f"{rate / 1e9:.0f} GFLOP/s (a float32 GEMM probe)")
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+def duration(seconds: float) -> str:
+    """'2 min 10 s', '45 s', '1 h 3 min'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def _activation_profile(graph: Graph, batches, needed, last_use) -> tuple[dict[int, int], int, Optional[int]]:

@@ -46,21 +46,19 @@ def refit_preconditioner(h: np.ndarray, damp: float = 0.01) -> np.ndarray:
 
 
 def refit_kept(w_target: np.ndarray, w_init: np.ndarray, keep: np.ndarray, h: np.ndarray, *, damp: float = 0.01,
-               iters: int = 15, tol: float = 1e-3, hinv: Optional[np.ndarray] = None,
-               h32: Optional[np.ndarray] = None) -> np.ndarray:
+               iters: int = 15, tol: float = 1e-3, hinv: Optional[np.ndarray] = None) -> np.ndarray:
     """Kept weights minimising ||(w_target - w') X^T||^2 (damped) with w' zero where ``~keep``.
 
     ``w_target``, ``w_init``: (out, in); ``keep``: bool (out, in); ``h``: (in, in) = X^T X;
     ``iters``: at most this many CG iterations; ``hinv``: :func:`refit_preconditioner` of ``h``
-    (computed when not given); ``h32``: ``damped_hessian(h, damp)`` in float32, when the caller
-    shares it between layers. Returns float32 weights, zero outside ``keep``.
+    (computed when not given). Returns float32 weights, zero outside ``keep``.
 
     Products, vectors and the solution are float32 (half the time of float64 on the CPU's BLAS,
     and the weights are stored as float32); every per-row scalar of the iteration (the step
     lengths and each row's error) is float64. The two products of each step are written into
     buffers allocated once.
     """
-    H = damped_hessian(h, damp).astype(np.float32) if h32 is None else np.asarray(h32, np.float32)
+    H = damped_hessian(h, damp).astype(np.float32)
     Hinv = np.asarray(refit_preconditioner(h, damp) if hinv is None else hinv, dtype=np.float32)
     M = np.asarray(keep, bool)
     mf = M.astype(np.float32)

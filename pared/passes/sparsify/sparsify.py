@@ -34,6 +34,7 @@ from ..calibration import (
     relative_error,
     retype_params,
 )
+from ..calibration.engine import duration
 from ..context import PassContext
 from ..layer_patterns import as_patterns
 from .dsnot import dsnot as dsnot_refine
@@ -307,7 +308,7 @@ class Sparsify(Pass):
         total = probe * sum(r * c * c for r, c in (s.shape2d for s in sites)) / (rows0 * cols0 * cols0)
         what = self.method + ("+dsnot" if self.dsnot else "") + ("+refit" if self.refit else "")
         return (
-            f"[pared sparsify] estimated {_duration(total)} for {len(sites)} layers ({what} solver, without the "
+            f"[pared sparsify] estimated {duration(total)} for {len(sites)} layers ({what} solver, without the "
             f"calibration forward passes; probe {rows0}x{cols0} in {probe:.2f} s)"
         )
 
@@ -322,16 +323,6 @@ class Sparsify(Pass):
         if self.method == "random" and self.distribution == "erk" and pat.kind == "unstructured":
             ratios = {k: 1.0 - d for k, d in erk_densities({k: v.shape for k, v in mats.items()}, sparsity).items()}
         return {k: select(v, pat, ratios[k], granularity) for k, v in mats.items()}
-
-
-def _duration(seconds: float) -> str:
-    """'2 min 10 s', '45 s', '1 h 3 min'."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def site_matrix(graph: Graph, site) -> np.ndarray:
