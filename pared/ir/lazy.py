@@ -8,7 +8,7 @@ holds one weight at a time. Nothing caches the values: the caller frees them by 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -18,15 +18,19 @@ class LazyArray:
 
     Anything else an ndarray has (``astype``, ``T``, indexing, arithmetic through numpy) reads the
     values once for that call. ``source`` says where the values live (shown in errors and reprs).
+    ``rows(index)``, when given, reads only the rows ``index`` (an int array or a slice of axis 0):
+    an embedding lookup then reads the looked-up rows, and a writer copies a weight a block at a time.
     """
 
-    __slots__ = ("shape", "dtype", "_load", "source")
+    __slots__ = ("shape", "dtype", "_load", "source", "_rows")
 
-    def __init__(self, shape, dtype, load: Callable[[], np.ndarray], source: str = ""):
+    def __init__(self, shape, dtype, load: Callable[[], np.ndarray], source: str = "",
+                 rows: Optional[Callable[[Any], np.ndarray]] = None):
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
         self._load = load
         self.source = source
+        self._rows = rows
 
     @property
     def ndim(self) -> int:
@@ -48,6 +52,26 @@ class LazyArray:
         if a.shape != self.shape:
             raise ValueError(f"lazy weight from {self.source}: read shape {list(a.shape)}, declared {list(self.shape)}")
         return a
+
+    def read_rows(self, index) -> np.ndarray:
+        """Rows ``index`` of axis 0 (an int array or a slice), reading no more than them when the
+        source can (else the whole value, then the rows)."""
+        if not self.shape:
+            raise ValueError(f"lazy weight from {self.source}: a scalar has no rows")
+        if self._rows is None:
+            return np.ascontiguousarray(self.read()[index])
+        a = np.asarray(self._rows(index))
+        return a if a.dtype == self.dtype else a.astype(self.dtype)
+
+    def blocks(self, max_bytes: int = 1 << 24) -> Iterator[np.ndarray]:
+        """The value as consecutive row blocks of at most ``max_bytes`` (at least one row each)."""
+        if not self.shape:
+            yield self.read()
+            return
+        row = max(1, self.nbytes // max(1, self.shape[0]))
+        step = max(1, max_bytes // row)
+        for start in range(0, self.shape[0], step):
+            yield self.read_rows(slice(start, min(start + step, self.shape[0])))
 
     def __array__(self, dtype=None, copy=None):
         a = self.read()

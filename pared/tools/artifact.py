@@ -34,6 +34,7 @@ import numpy as np
 from ..ir import Graph, dtypes, parse, print_graph, verify
 from ..ir.dtypes import fp8_encode, fp8_table
 from ..ir.errors import IRError
+from ..ir.lazy import is_lazy
 from ..ir.packing import pack_bits, unpack_bits
 from ..ir.types import Quant, Sparse, SparseQuant
 from ..version import __version__
@@ -63,6 +64,13 @@ class ArtifactError(Exception):
 def _is_sparse(param_type) -> bool:
     enc = param_type.encoding
     return isinstance(enc, Sparse) or isinstance(enc, SparseQuant)
+
+
+def stored_raw_in_blocks(value: Any, param_type) -> bool:
+    """Whether ``value`` is a lazy (out-of-core) weight that :func:`encode_weight` would store as
+    is: it is then copied a row block at a time instead of being read whole."""
+    return (is_lazy(value) and param_type.encoding is None and len(value.shape) >= 1
+            and param_type.dtype.name not in ("f8e4m3", "f8e5m2"))
 
 
 def encode_weight(name: str, value: np.ndarray, param_type) -> tuple[str, dict[str, np.ndarray]]:
@@ -388,7 +396,18 @@ def save_artifact(
         # read, encoded, appended to the weights file and dropped before the next
         writer = st.StreamWriter(tmp / WEIGHTS_FILE, metadata={"format": FORMAT, "pared_version": __version__})
         for p in graph.params:
-            value = np.asarray(graph.weights[p.name])
+            value = graph.weights[p.name]
+            if p.name not in shared and stored_raw_in_blocks(value, p.type):
+                digest = hashlib.sha256()
+                for block in writer.add_blocks(p.name, value.dtype, value.shape, value.blocks()):
+                    digest.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8).data)
+                tensors_meta[p.name] = {
+                    "dtype": value.dtype.name, "shape": list(value.shape), "codec": "raw",
+                    "stored_bytes": int(value.nbytes), "dense_bytes": _dense_size(p, value, dense_bytes),
+                    "sha256": {p.name: digest.hexdigest()},
+                }
+                continue
+            value = np.asarray(value)
             if p.name in shared:
                 tensors_meta[p.name] = {
                     "dtype": value.dtype.name, "shape": list(value.shape), "codec": SHARED, "stored_bytes": 0,

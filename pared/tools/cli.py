@@ -131,6 +131,10 @@ def cmd_compress(a: argparse.Namespace) -> int:
 
 
 def _compress(a: argparse.Namespace, log, main: bool) -> int:
+    if getattr(a, "max_memory", None) is not None:  # out of core: freed blocks go back at once
+        from .out_of_core import return_freed_blocks
+
+        return_freed_blocks()
     from ..compiler.distributed import barrier
     from ..compiler.instruments import PassError
     from .artifact import check_free_space, check_output_dir

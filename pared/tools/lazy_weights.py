@@ -137,7 +137,8 @@ def attach_lazy_weights(graph: Graph, model: Any, folder: Path) -> Graph:
         if tuple(shape) != tuple(p.type.shape):
             raise LazyWeightsError(f"{shard.name}: tensor {key!r} has shape {list(shape)}, the model's "
                                    f"parameter {p.name!r} {list(p.type.shape)}: config.json does not match the shards")
-        lazy[p.name] = LazyArray(shape, want, _reader(shard, dtype, shape, offset, want), f"{shard.name}:{key}")
+        lazy[p.name] = LazyArray(shape, want, _reader(shard, dtype, shape, offset, want), f"{shard.name}:{key}",
+                                 rows=_row_reader(shard, dtype, shape, offset, want))
     if missing:
         raise LazyWeightsError(f"{folder}: the shards hold no tensor for parameter(s) {missing[:5]} "
                                f"({len(missing)} in all); is the checkpoint complete?")
@@ -146,6 +147,26 @@ def attach_lazy_weights(graph: Graph, model: Any, folder: Path) -> Graph:
 
 def _reader(shard, dtype, shape, offset, want):
     return lambda: read_tensor(shard, dtype, shape, offset, want)
+
+
+def _row_reader(shard, dtype, shape, offset, want):
+    return lambda index: read_rows(shard, dtype, shape, offset, want, index)
+
+
+def read_rows(shard: Path, dtype: str, shape: tuple, offset: int, want: np.dtype, index) -> np.ndarray:
+    """Rows ``index`` (int array or slice of axis 0) of one shard tensor as a fresh ``want`` array;
+    only the pages holding those rows are read (the file is mapped, not loaded)."""
+    if not shape:
+        raise LazyWeightsError(f"{shard.name}: a scalar tensor has no rows")
+    storage = np.uint16 if dtype == "BF16" else st._np_dtype(st._FROM_ST[dtype])
+    mapped = np.memmap(shard, dtype=storage, mode="r", offset=offset, shape=tuple(shape))
+    try:
+        raw = np.array(mapped[index])  # a copy: the mapping is closed below
+    finally:
+        del mapped
+    if dtype == "BF16":
+        raw = (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw if raw.dtype == want else raw.astype(want)
 
 
 def shards_sha256(folder: Path) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 from ..backends.costmodel.choice import REPORT_PASS as COST_MODEL_PASS
 from ..ir import Graph
 from ..ir.types import Quant, SparseQuant
+from .artifact import encode_weight, stored_raw_in_blocks
 
 COMPANION_SEPARATORS = (".", "_", "::", ":")
 
@@ -73,7 +74,6 @@ def _bits(param_type, value: np.ndarray) -> int:
 
 def _estimate_stored(value: np.ndarray, param_type) -> int:
     """Bytes the artifact stores for a weight (mirrors artifact.encode_weight)."""
-    from .artifact import encode_weight
 
     _, parts = encode_weight("w", value, param_type)
     return int(sum(a.nbytes for a in parts.values()))
@@ -121,8 +121,13 @@ def layer_table(
             companions[owner].append(p.name)
     out = []
     for n in layers:
-        value = np.asarray(graph.weights[n])
         t = types[n]
+        value = graph.weights[n]
+        zeros = None
+        if stored_raw_in_blocks(value, t):  # out of core and stored as is: counted a block at a time
+            zeros = sum(int(np.count_nonzero(b == 0)) for b in value.blocks()) if value.dtype.kind in "fiu" else 0
+        else:
+            value = np.asarray(value)
         rows = [r for r in by_name.get(n, []) if "skipped" not in r and r.get("pass") != COST_MODEL_PASS]
         kernel = next(
             (
@@ -148,11 +153,14 @@ def layer_table(
         ]
         stored = (stored_bytes or {}).get(n)
         if stored is None:
-            stored = _estimate_stored(value, t)
+            stored = value.nbytes if zeros is not None else _estimate_stored(value, t)
         stored += sum((stored_bytes or {}).get(c, np.asarray(graph.weights[c]).nbytes) for c in companions[n])
         shape = tuple(int(d) for d in value.shape)
         dense = (dense_bytes or {}).get(n, int(np.prod(shape, dtype=np.int64)) * 4)
-        sparsity = float(np.mean(value == 0)) if value.dtype.kind in "fiu" and value.size else 0.0
+        if zeros is not None:
+            sparsity = zeros / value.size if value.size else 0.0
+        else:
+            sparsity = float(np.mean(value == 0)) if value.dtype.kind in "fiu" and value.size else 0.0
         out.append(
             LayerRow(
                 _base(n),

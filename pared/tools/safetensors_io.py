@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -101,6 +101,29 @@ class StreamWriter:
         self.header[name] = {"dtype": st, "shape": list(a.shape), "data_offsets": [self._offset, end]}
         self._data.write(a.reshape(-1).view(np.uint8).data if a.size else b"")
         self._offset += a.nbytes
+
+    def add_blocks(self, name: str, dtype: Any, shape: Sequence[int], blocks: Iterable[Any]) -> Iterator[np.ndarray]:
+        """Append one tensor of ``dtype`` and ``shape`` given as consecutive C-order blocks (a weight
+        read a row block at a time); yields each block once written. The blocks must fill the shape."""
+        if name in self.header:
+            raise SafetensorsError(f"{self.path}: tensor {name!r} added twice")
+        dt = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).byteorder == ">" else np.dtype(dtype)
+        st = _TO_ST.get(dt.name)
+        if st is None:
+            raise SafetensorsError(f"tensor {name!r}: dtype {dt} has no safetensors equivalent")
+        nbytes = int(np.prod(tuple(shape), dtype=np.int64)) * dt.itemsize
+        written = 0
+        for block in blocks:
+            a = np.ascontiguousarray(block, dtype=dt)
+            self._data.write(a.reshape(-1).view(np.uint8).data if a.size else b"")
+            written += a.nbytes
+            yield a
+        if written != nbytes:
+            raise SafetensorsError(
+                f"tensor {name!r}: blocks gave {written} bytes, its shape {list(shape)} needs {nbytes}")
+        end = self._offset + nbytes
+        self.header[name] = {"dtype": st, "shape": [int(d) for d in shape], "data_offsets": [self._offset, end]}
+        self._offset += nbytes
 
     def close(self) -> None:
         import shutil

@@ -125,6 +125,88 @@ def test_stream_writer_and_lazy_reads_match_torch(tmp_path):
                                   loaded["c"].to(torch.float32).numpy())
 
 
+def test_lazy_row_reads_and_blocks_equal_the_whole_tensor(tmp_path):
+    """A shard tensor's rows (fancy index, slice) and its row blocks equal the whole read, bf16 and f32."""
+    import ml_dtypes
+
+    from pared.ir.lazy import LazyArray
+    from pared.tools import safetensors_io as st
+    from pared.tools.lazy_weights import checkpoint_index, read_rows, read_tensor
+
+    rng = np.random.default_rng(1)
+    tensors = {"e": rng.standard_normal((37, 5)).astype(ml_dtypes.bfloat16),
+               "f": rng.standard_normal((9, 4, 3)).astype(np.float32)}
+    with st.StreamWriter(tmp_path / "m.safetensors") as w:
+        for k, v in tensors.items():
+            w.add(k, v)
+    index = checkpoint_index(tmp_path)
+    for name in tensors:
+        shard, dtype, shape, offset = index[name]
+        whole = read_tensor(shard, dtype, shape, offset, np.dtype(np.float32))
+        ids = np.array([3, 0, 3, shape[0] - 1])
+        np.testing.assert_array_equal(read_rows(shard, dtype, shape, offset, np.dtype(np.float32), ids), whole[ids])
+        lazy = LazyArray(shape, np.float32, lambda: pytest.fail("read whole"), name,
+                         rows=lambda i, a=(shard, dtype, shape, offset): read_rows(*a, np.dtype(np.float32), i))
+        np.testing.assert_array_equal(lazy.read_rows(slice(2, 5)), whole[2:5])
+        blocks = list(lazy.blocks(max_bytes=3 * whole[0].nbytes))
+        assert [len(b) for b in blocks][:2] == [3, 3]
+        np.testing.assert_array_equal(np.concatenate(blocks), whole)
+
+
+def test_take_rows_is_np_take_on_axis_0():
+    from pared.ir.lazy import LazyArray
+    from pared.passes.calibration.streaming import take_rows
+
+    table = np.arange(40, dtype=np.float32).reshape(10, 4)
+    reads = []
+    lazy = LazyArray(table.shape, table.dtype, lambda: pytest.fail("read whole"), "t",
+                     rows=lambda i: reads.append(np.asarray(i)) or table[i])
+    ids = np.array([[1, -1, 1], [0, 9, -10]])
+    np.testing.assert_array_equal(take_rows(lazy, ids, "here"), np.take(table, ids, axis=0))
+    np.testing.assert_array_equal(reads[0], [0, 1, 9])  # each distinct row read once, in order
+    with pytest.raises(IndexError, match="here: index 10 is out of range for a table of 10 rows"):
+        take_rows(lazy, np.array([10]), "here")
+
+
+def test_stream_writer_blocks_equal_one_add(tmp_path):
+    from pared.tools import safetensors_io as st
+
+    a = np.arange(60, dtype=np.float32).reshape(12, 5)
+    with st.StreamWriter(tmp_path / "b.safetensors") as w:
+        w.add("x", np.int8([1, 2]))
+        seen = list(w.add_blocks("a", a.dtype, a.shape, (a[i:i + 5] for i in range(0, 12, 5))))
+        w.add("y", np.float32([3.0]))
+    assert sum(len(b) for b in seen) == 12
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    got = safetensors_numpy.load_file(str(tmp_path / "b.safetensors"))
+    np.testing.assert_array_equal(got["a"], a)
+    np.testing.assert_array_equal(got["y"], [3.0])
+    with pytest.raises(st.SafetensorsError, match="blocks gave 40 bytes"):
+        with st.StreamWriter(tmp_path / "c.safetensors") as w:
+            list(w.add_blocks("a", a.dtype, a.shape, [a[:2]]))
+
+
+def test_out_of_core_never_reads_the_embedding_table_whole(folder, tmp_path, monkeypatch):
+    """Calibration looks up the embedding's rows; the layer table and the artifact writer copy it a
+    block at a time: no read of the whole (vocabulary x hidden) table from start to saved artifact."""
+    from pared.tools import lazy_weights
+    from pared.tools.artifact import load_artifact
+    from pared.tools.models import resolve_model
+    from pared.tools.offline import compress_model, save_result
+
+    whole = []
+    read_tensor = lazy_weights.read_tensor
+    monkeypatch.setattr(lazy_weights, "read_tensor", lambda *a: whole.append(tuple(a[2])) or read_tensor(*a))
+    lm = resolve_model(str(folder), seq_len=SEQ, out_of_core=True)
+    vocab, hidden = lm.model.get_input_embeddings().weight.shape
+    result = compress_model(lm, SPARSE, "builtin", n_calib=2, log=lambda s: None, context=0, max_memory=1 << 30)
+    save_result(result, tmp_path / "a", {})
+    assert whole and (vocab, hidden) not in whole, whole  # the layers were read whole, the table never
+    emb = next(p.name for p in load_artifact(tmp_path / "a").graph.params if "embed_tokens" in p.name)
+    ref = resolve_model(str(folder), seq_len=SEQ).model.get_input_embeddings().weight.detach().numpy()
+    np.testing.assert_array_equal(np.asarray(load_artifact(tmp_path / "a").graph.weights[emb]), ref)
+
+
 def test_python_entry_refuses_a_budget_the_plan_exceeds(folder):
     from pared.compiler.instruments import PassError
     from pared.passes.calibration import CalibrationError
@@ -153,13 +235,13 @@ def folder_100m(tmp_path_factory):
 
 @pytest.mark.parametrize("recipe", [GPTQ, SPARSE], ids=["gptq-int4", "sparsegpt-2:4"])
 def test_100m_model_under_a_proportional_budget(folder_100m, tmp_path, recipe):
-    """GPTQ int4 and SparseGPT 2:4 of a ~100M-parameter model out of core, under the budget the
-    1.7B run of benchmarks/scale.py gets scaled down: there 4 GB for 6.4 GB of f32 weights, here
-    the process's own footprint when the plan is printed (torch, transformers, the tokenizer, the
-    calibration text: ~0.55 GB) plus less than the 0.35 GB of f32 weights: the pinned tied
-    embedding alone is 43% of them here, against 6% at 1.7B, so the 1.7B run's 0.6 cannot scale
-    down (measured: 0.7x for SparseGPT, 0.85-0.92x for GPTQ). The measured peak must also stay
-    within 25% of the peak RSS the plan printed before the work."""
+    """GPTQ int4 and SparseGPT 2:4 of a ~100M-parameter model out of core, under the 1.7B run's
+    budget scaled down. That run of benchmarks/scale.py gets 4 GiB for 6.38 GiB of f32 weights
+    (0.63x); what scales with the model here is the memory over the process's footprint when the
+    plan is printed (torch, transformers, the tokenizer, the calibration text: ~0.6 GB, the same at
+    any size), and it must stay under 0.6x the 0.35 GB of f32 weights (measured: 0.46x GPTQ, 0.42x
+    SparseGPT; the 1.7B run's whole peak is 0.42x / 0.48x of its f32 weights). The measured peak
+    must also stay within 25% of the peak RSS the plan printed before the work."""
     from pared.tools.artifact import load_artifact
 
     folder, n_params = folder_100m
@@ -172,7 +254,7 @@ def test_100m_model_under_a_proportional_budget(folder_100m, tmp_path, recipe):
     base, expected = float(m.group(1)) * 2**20, float(m.group(2)) * 2**20
     msg = (f"peak RSS {rss / 2**20:.0f} MiB: {(rss - base) / 2**20:.0f} MiB over the {base / 2**20:.0f} MiB "
            f"baseline (f32 weights {f32 / 2**20:.0f} MiB); the plan expected {expected / 2**20:.0f} MiB")
-    assert rss - base < f32, msg
+    assert rss - base < 0.6 * f32, msg
     assert rss < 1.25 * expected, msg
     g = load_artifact(tmp_path / "a").graph
     names = [p.name for p in g.params if "layers.7.mlp.down_proj" in p.name]

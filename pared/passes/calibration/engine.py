@@ -59,7 +59,16 @@ from .sites import (
     normalize_batches,
     retype_params,
 )
-from .streaming import Staging, budget_error, current_rss, param_last_uses, streamed_peak, weight_nbytes
+from .streaming import (
+    Staging,
+    budget_error,
+    current_rss,
+    lazy_row_lookup,
+    param_last_uses,
+    streamed_peak,
+    take_rows,
+    weight_nbytes,
+)
 
 
 def calibrate(graph: Graph, ctx: Any, request: CalibrationRequest) -> CalibrationResult:
@@ -198,13 +207,13 @@ def run_calibration(graph: Graph, batches: Sequence[tuple], request: Calibration
             for b, env in enumerate(envs):
                 if i in needed:
                     args = [_read(a, env) for a in eqn.inputs]
-                    outs = ex.run(i, eqn, args, syms[b], weights)
+                    outs = _run(ex, i, eqn, args, syms[b], weights)
                     for v, val in zip(eqn.outputs, outs):
                         env[v] = val
                     if shadow:
                         denv = dense_envs[b]
-                        douts = ex_dense.run(i, eqn, [_read(a, denv) for a in eqn.inputs], syms[b], graph.weights) \
-                            if diverged else outs
+                        douts = _run(ex_dense, i, eqn, [_read(a, denv) for a in eqn.inputs], syms[b],
+                                     graph.weights) if diverged else outs
                         for v, val in zip(eqn.outputs, douts):
                             denv[v] = val
                     syms[b] = bind_symbols([v.type for v in eqn.outputs], outs, syms[b], what=f"output of {eqn.op}")
@@ -345,7 +354,7 @@ class _Accumulator:
     def _flush(self) -> None:
         if self._upper is None:
             return
-        v = symmetric_from_upper(self._upper)
+        v = symmetric_from_upper(self._upper, overwrite=True)  # the accumulator is done with it
         self.sums["hessian"] = v if "hessian" not in self.sums else self.sums["hessian"] + v
         self._upper = None
 
@@ -531,6 +540,16 @@ def _mib(n: int) -> str:
 
 
 # --- executors -----------------------------------------------------------------------------------
+
+
+def _run(ex, i, eqn, args, syms, weights):
+    """``ex.run``, except that an embedding lookup in a lazy (out-of-core) table reads only the
+    looked-up rows: a vocabulary-sized table is never read whole for calibration."""
+    table = lazy_row_lookup(eqn, weights)
+    if table is None:
+        return ex.run(i, eqn, args, syms, weights)
+    out = take_rows(table, ex.to_numpy(args[1]), f"equation {i} (take of {eqn.inputs[0].name})")
+    return [ex.inputs(eqn.outputs[0], out)]
 
 
 def _read(a, env):

@@ -37,11 +37,21 @@ def gram_upper_add(acc: np.ndarray | None, x: np.ndarray) -> np.ndarray:
     return np.add(acc, v, out=acc)
 
 
-def symmetric_from_upper(u: np.ndarray) -> np.ndarray:
-    """The symmetric matrix whose upper triangle is ``u``'s (float64, C-contiguous)."""
-    out = np.triu(np.asarray(u, dtype=np.float64))
-    out += np.triu(out, 1).T
-    return out
+def symmetric_from_upper(u: np.ndarray, overwrite: bool = False, block: int = 256) -> np.ndarray:
+    """The symmetric matrix whose upper triangle is ``u``'s (float64, C-contiguous).
+
+    With ``overwrite`` (a float64 ``u``) the lower triangle is written in ``u``'s own memory a
+    block of rows at a time and a view of ``u`` is returned: no n x n temporary (a Hessian of an
+    8192-wide input is 512 MiB)."""
+    u = np.asarray(u)
+    out = u if overwrite and u.dtype == np.float64 and u.flags.writeable else np.array(u, dtype=np.float64)
+    n = out.shape[0]
+    for i0 in range(0, n, block):
+        i1 = min(i0 + block, n)
+        out[i0:i1, :i0] = out[:i0, i0:i1].T  # rows below the diagonal block from the columns above it
+        d = np.triu(out[i0:i1, i0:i1])
+        out[i0:i1, i0:i1] = d + np.triu(d, 1).T
+    return out if out.flags.c_contiguous else out.T  # symmetric: a column-major array's transpose is itself
 
 
 def cholesky_lower(h: np.ndarray, overwrite: bool = False) -> np.ndarray:

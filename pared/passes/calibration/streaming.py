@@ -38,7 +38,8 @@ class Staging:
         a = np.ascontiguousarray(np.asarray(value))
         path = self.dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".npy")
         np.save(path, a, allow_pickle=False)
-        return LazyArray(a.shape, a.dtype, lambda: np.load(path, allow_pickle=False), str(path))
+        return LazyArray(a.shape, a.dtype, lambda: np.load(path, allow_pickle=False), str(path),
+                         rows=lambda index: np.array(np.load(path, mmap_mode="r", allow_pickle=False)[index]))
 
 
 def weight_nbytes(value: Any, t=None) -> int:
@@ -77,6 +78,8 @@ def streamed_peak(graph: Graph, order: Sequence[int], act_live: dict[int, int], 
     largest rewritten weight."""
     first, last, pinned = param_last_uses(graph, order)
     sizes = {p.name: weight_nbytes(graph.weights.get(p.name), p.type) for p in graph.params}
+    for name in _looked_up_only(graph, order):  # only its looked-up rows are read: activations
+        sizes[name] = 0
     pinned_bytes = sum(sizes.get(n, 0) for n in pinned)
     live_w, peak, peak_w = pinned_bytes, 0, pinned_bytes
     for i in order:
@@ -86,6 +89,43 @@ def streamed_peak(graph: Graph, order: Sequence[int], act_live: dict[int, int], 
             peak, peak_w = total, live_w
         live_w -= sum(sizes.get(n, 0) for n, j in last.items() if j == i)
     return peak + STATISTIC_COPIES * stat + REWRITE_COPIES * largest_site, peak_w
+
+
+def _looked_up_only(graph: Graph, order: Sequence[int]) -> set[str]:
+    """Lazy params that the equations in ``order`` read only through row lookups."""
+    lookups, other = set(), set()
+    for i in order:
+        e = graph.eqns[i]
+        table = lazy_row_lookup(e, graph.weights)
+        for k, a in enumerate(e.inputs):
+            if isinstance(a, Param):
+                (lookups if table is not None and k == 0 else other).add(a.name)
+    return lookups - other
+
+
+def lazy_row_lookup(eqn, weights) -> Optional[LazyArray]:
+    """The lazy table of an embedding lookup (``take`` on axis 0 of a lazy Param), else None: the
+    engine then reads only the looked-up rows, not the table (:func:`take_rows`)."""
+    if eqn.op != "take" or not isinstance(eqn.inputs[0], Param):
+        return None
+    table = weights.get(eqn.inputs[0].name)
+    if not isinstance(table, LazyArray) or eqn.attrs["axis"] % max(1, len(table.shape)) != 0:
+        return None
+    return table
+
+
+def take_rows(table: LazyArray, ids: np.ndarray, where: str) -> np.ndarray:
+    """``np.take(table, ids, axis=0)`` reading each distinct row of ``table`` once."""
+    ids = np.asarray(ids)
+    n = table.shape[0]
+    flat = ids.reshape(-1).astype(np.int64)
+    bad = (flat < -n) | (flat >= n)
+    if bad.any():
+        raise IndexError(f"{where}: index {int(flat[bad][0])} is out of range for a table of {n} rows")
+    flat = np.where(flat < 0, flat + n, flat)
+    unique, inverse = np.unique(flat, return_inverse=True)
+    rows = table.read_rows(unique)
+    return rows[inverse.reshape(-1)].reshape(ids.shape + table.shape[1:])
 
 
 def current_rss() -> int:

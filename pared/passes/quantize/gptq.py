@@ -144,29 +144,41 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
     if refit not in REFITS:
         raise QuantizationError(f"gptq: unknown refit {refit!r}; valid: {', '.join(REFITS)}")
     w = np.asarray(w, dtype=np.float64).copy()
-    h_in = h
-    h = np.array(h, dtype=np.float64, order="C")
+    h_in = np.asarray(h)
     n, k = w.shape
-    if h.shape != (k, k):
-        raise QuantizationError(f"gptq: Hessian has shape {h.shape}, expected ({k}, {k})")
-    if not np.isfinite(h).all():
+    if h_in.shape != (k, k):
+        raise QuantizationError(f"gptq: Hessian has shape {h_in.shape}, expected ({k}, {k})")
+    if not np.isfinite(h_in).all():
         raise QuantizationError("gptq: the Hessian has NaN/Inf entries (non-finite calibration activations)")
     if keep_zeros is None:
         keep_zeros = bool((w == 0).mean() > 0.1)
     mask = (w != 0) if keep_zeros else None
-    dead = np.diag(h) == 0
-    h[dead, dead] = 1.0
+    diag = np.diag(h_in).astype(np.float64)
+    dead = diag == 0
+    diag[dead] = 1.0
     w[:, dead] = 0.0
     w_orig = w.copy()
-    h_orig = h.copy() if refit != "none" and not scheme.fp8 else None  # the refit's objective
     gs = scheme.group_size
     groups = scheme.groups(k)
 
-    perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(k)
+    perm = np.argsort(-diag, kind="stable") if act_order else np.arange(k)
     static = act_order or gs is None
+
+    def working_hessian():
+        # the one K x K float64 copy the solver works in: permuted straight from the caller's
+        # statistic, with dead inputs' diagonal set to 1 (no intermediate unpermuted copy)
+        out = np.ascontiguousarray(h_in[np.ix_(perm, perm)], dtype=np.float64) if act_order else \
+            np.array(h_in, dtype=np.float64, order="C")
+        out[np.diag_indices(k)] = diag[perm]
+        return out
+
+    h = working_hessian()
+    h_orig = None  # the refit's objective, in the original column order
+    if refit != "none" and not scheme.fp8:
+        h_orig = np.array(h_in, dtype=np.float64, order="C")
+        h_orig[np.diag_indices(k)] = diag
     if act_order:
         w = w[:, perm]
-        h = h[np.ix_(perm, perm)]
         if mask is not None:
             mask = mask[:, perm]
     d = damp * float(np.mean(np.diag(h)))
@@ -175,9 +187,7 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, scheme: WeightScheme, *, block: 
     try:  # in h's own memory (a copy of the caller's): U with U^T U = H^-1, column-major
         hinv = upper_cholesky_of_inverse(h, overwrite=True)
     except np.linalg.LinAlgError:  # h was overwritten: rebuild it with more dampening
-        h = np.array(h_in, dtype=np.float64)
-        h[dead, dead] = 1.0
-        h = h[np.ix_(perm, perm)] if act_order else h
+        h = working_hessian()
         h[np.diag_indices(k)] += 11 * d
         h_diag = np.diag(h).copy()
         hinv = upper_cholesky_of_inverse(h, overwrite=True)

@@ -56,3 +56,20 @@ def test_sparsegpt_factor_dampens_dead_and_indefinite():
     bad = _spd(10) - 1.05 * np.linalg.eigvalsh(_spd(10))[0] * np.eye(10)
     u, _ = inverse_hessian_factor(bad, 0.01)
     assert np.isfinite(u).all()
+
+
+@pytest.mark.parametrize("n", [1, 7, 256, 300])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_symmetric_from_upper_in_place_and_copied(n, order):
+    """The lower triangle comes from the upper one; garbage below the diagonal is ignored; with
+    ``overwrite`` the result lives in the input's memory (no n x n temporary), else the input is kept."""
+    from pared.passes.calibration.linalg import symmetric_from_upper
+
+    a = np.random.default_rng(n).standard_normal((n, n))
+    want = np.triu(a) + np.triu(a, 1).T
+    u = np.array(a, order=order)
+    kept = u.copy(order=order)
+    got = symmetric_from_upper(u, block=64)
+    assert got.flags.c_contiguous and np.array_equal(got, want) and np.array_equal(u, kept)
+    got = symmetric_from_upper(u, overwrite=True, block=64)
+    assert got.flags.c_contiguous and np.shares_memory(got, u) and np.array_equal(got, want)
