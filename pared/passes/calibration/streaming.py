@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ...ir.core import Graph, Param
+from ...ir.core import Graph, Param, Var
 from ...ir.lazy import LazyArray
 
 # a rewrite holds the weight it was given, its float32 working copy and the value it returns
@@ -106,7 +106,7 @@ def _looked_up_only(graph: Graph, order: Sequence[int]) -> set[str]:
 def lazy_row_lookup(eqn, weights) -> Optional[LazyArray]:
     """The lazy table of an embedding lookup (``take`` on axis 0 of a lazy Param), else None: the
     engine then reads only the looked-up rows, not the table (:func:`take_rows`)."""
-    if eqn.op != "take" or not isinstance(eqn.inputs[0], Param):
+    if eqn.op != "take" or not isinstance(eqn.inputs[0], Param) or not isinstance(eqn.inputs[1], Var):
         return None
     table = weights.get(eqn.inputs[0].name)
     if not isinstance(table, LazyArray) or eqn.attrs["axis"] % max(1, len(table.shape)) != 0:
