@@ -74,7 +74,6 @@ def _bits(param_type, value: np.ndarray) -> int:
 
 def _estimate_stored(value: np.ndarray, param_type) -> int:
     """Bytes the artifact stores for a weight (mirrors artifact.encode_weight)."""
-
     _, parts = encode_weight("w", value, param_type)
     return int(sum(a.nbytes for a in parts.values()))
 

@@ -199,7 +199,7 @@ def test_out_of_core_never_reads_the_embedding_table_whole(folder, tmp_path, mon
     monkeypatch.setattr(lazy_weights, "read_tensor", lambda *a: whole.append(tuple(a[2])) or read_tensor(*a))
     lm = resolve_model(str(folder), seq_len=SEQ, out_of_core=True)
     vocab, hidden = lm.model.get_input_embeddings().weight.shape
-    result = compress_model(lm, SPARSE, "builtin", n_calib=2, log=lambda s: None, context=0, max_memory=1 << 30)
+    result = compress_model(lm, SPARSE, "builtin", n_calib=2, log=lambda s: None, context=0)
     save_result(result, tmp_path / "a", {})
     assert whole and (vocab, hidden) not in whole, whole  # the layers were read whole, the table never
     emb = next(p.name for p in load_artifact(tmp_path / "a").graph.params if "embed_tokens" in p.name)
